@@ -1,0 +1,18 @@
+"""Datamodules: each declares ``spec`` (input shape, number of classes) before loading data."""
+
+from expkit.data.base import ArrayDataModule, DataSpec
+from expkit.data.digits import DigitsDataModule
+from expkit.data.files import FilesDataModule
+from expkit.data.mnist import MNISTDataModule
+from expkit.data.synthetic import SyntheticDataModule
+from expkit.data.tabular import SklearnTableDataModule
+
+__all__ = [
+    "ArrayDataModule",
+    "DataSpec",
+    "DigitsDataModule",
+    "FilesDataModule",
+    "MNISTDataModule",
+    "SklearnTableDataModule",
+    "SyntheticDataModule",
+]

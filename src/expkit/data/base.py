@@ -1,0 +1,172 @@
+"""The shared shape of expkit's datamodules: arrays in memory, a fixed seeded split, seeded shuffling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from expkit.errors import ConfigError, DataError
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data, declared before any data is loaded."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def describe(self) -> str:
+        return f"data '{self.name}' (input shape {self.input_shape}, {self.num_classes} classes)"
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """A permutation of ``range(n)`` cut into train/val/test; the same for the same arguments."""
+    for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key}={value} must be in [0, 1).")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
+            "training data: lower one of them."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Classification data held as arrays.
+
+    Subclasses set ``name`` and implement :meth:`declare_spec` (cheap: no data loading) and
+    :meth:`load_arrays` (features ``x`` of shape ``(n, *input_shape)``, integer labels ``y``), or
+    :meth:`load_splits` when the data comes already split.
+
+    Args:
+        batch_size: samples per training step.
+        val_fraction: share of the data held out for validation (the split is fixed by ``split_seed``).
+        test_fraction: share held out for testing.
+        split_seed: seed of the train/val/test split; independent of the training seed so every
+            run of a sweep is tested on the same samples.
+        shuffle_seed: seed of the training-order generator (``null``: 0).
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        standardize: scale features to zero mean and unit variance with train-split statistics.
+    """
+
+    name = "arrays"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        shuffle_seed: int | None = 0,
+        num_workers: int = 0,
+        standardize: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size} must be at least 1.")
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.shuffle_seed = 0 if shuffle_seed is None else shuffle_seed
+        self.num_workers = num_workers
+        self.standardize = standardize
+        self.datasets: dict[str, TensorDataset] = {}
+        self.feature_mean: np.ndarray | None = None
+        self.feature_std: np.ndarray | None = None
+        self._spec: DataSpec | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def declare_spec(self) -> DataSpec:
+        raise NotImplementedError
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def load_splits(self) -> Splits:
+        x, y = self.load_arrays()
+        idx = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
+        return {stage: (x[i], y[i]) for stage, i in idx.items()}
+
+    # -- the LightningDataModule interface ----------------------------------------------------
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            self._spec = self.declare_spec()
+        return self._spec
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self.load_splits()
+        self._check(splits)
+        if self.standardize and self.feature_mean is None:  # statistics from a checkpoint win
+            x_train = splits["train"][0].astype(np.float64)
+            self.feature_mean = x_train.mean(axis=0)
+            self.feature_std = x_train.std(axis=0) + 1e-8
+        if self.standardize:
+            splits = {s: ((x - self.feature_mean) / self.feature_std, y) for s, (x, y) in splits.items()}
+        self.datasets = {
+            s: TensorDataset(
+                torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
+                torch.as_tensor(y, dtype=torch.long),
+            )
+            for s, (x, y) in splits.items()
+        }
+
+    def _check(self, splits: Splits) -> None:
+        spec = self.spec
+        for stage, (x, y) in splits.items():
+            if tuple(x.shape[1:]) != spec.input_shape:
+                raise DataError(
+                    f"{spec.name}: {stage} features have shape {tuple(x.shape[1:])}, "
+                    f"declared {spec.input_shape}."
+                )
+            if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+                raise DataError(
+                    f"{spec.name}: {stage} labels span [{y.min()}, {y.max()}], "
+                    f"declared {spec.num_classes} classes (labels must be 0..{spec.num_classes - 1})."
+                )
+        if len(splits["train"][1]) == 0:
+            raise DataError(f"{spec.name}: the training split is empty.")
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict:
+        """Standardization statistics travel in the checkpoint so predictions use the same scaling."""
+        if self.feature_mean is None:
+            return {}
+        return {"feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self.feature_mean = np.asarray(state_dict["feature_mean"])
+            self.feature_std = np.asarray(state_dict["feature_std"])

@@ -1,0 +1,91 @@
+"""What the train and eval tasks share: building components from config and running a job safely.
+
+Hydra owns the run directory; it is never part of the job config (DVC composes that config
+without Hydra's runtime), so it is handed to the components here: every logger's ``save_dir``,
+the checkpoint ``dirpath`` and the trainer's ``default_root_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from expkit.errors import ExpkitError
+from expkit.tracking import wandb as wandb_tracking
+from expkit.tracking.files import CHECKPOINT_DIR
+
+log = logging.getLogger("expkit")
+
+
+def build_loggers(logger_cfg: Mapping | None, run_dir: Path) -> list:
+    """One Lightning logger per entry of the ``logger`` group, all writing under the run directory."""
+    from hydra.utils import instantiate
+
+    return [instantiate(cfg, save_dir=str(run_dir)) for cfg in (logger_cfg or {}).values() if cfg]
+
+
+def build_callbacks(callbacks_cfg: Mapping | None, run_dir: Path) -> list:
+    """Lightning callbacks; checkpoints go to ``<run_dir>/checkpoints`` unless a dirpath is set."""
+    from hydra.utils import get_class, instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    callbacks = []
+    for cfg in (callbacks_cfg or {}).values():
+        if not cfg:
+            continue
+        extra = {}
+        if issubclass(get_class(cfg["_target_"]), ModelCheckpoint) and not cfg.get("dirpath"):
+            extra["dirpath"] = str(run_dir / CHECKPOINT_DIR)
+        callbacks.append(instantiate(cfg, **extra))
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None):
+    from hydra.utils import instantiate
+
+    loggers = build_loggers(cfg.get("logger"), run_dir)
+    return instantiate(
+        cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks or []
+    )
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def hydra_job() -> tuple[Path, str | None]:
+    """The job's run directory and, in a multirun, the sweep's name (the W&B group)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return Path(hc.runtime.output_dir), group
+
+
+def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
+    """Run ``task`` in Hydra's run directory; finish W&B whatever happens; expected errors exit
+    with their code and a one-line message (``HYDRA_FULL_ERROR=1`` shows the traceback)."""
+    import os
+
+    run_dir, group = hydra_job()
+    wandb_tracking.configure_run(run_name=run_dir.name if group is None else f"{group}/{run_dir.name}", group=group)
+    exit_code = 1
+    try:
+        result = task(cfg, run_dir)
+        exit_code = 0
+        return result
+    except ExpkitError as exc:
+        exit_code = exc.exit_code
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s: %s", type(exc).__name__, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    finally:
+        wandb_tracking.finish_run(exit_code)

@@ -1,0 +1,69 @@
+"""Train a model: ``python train.py model=cnn data=digits trainer.max_epochs=20``.
+
+compose (Hydra) -> seed -> data spec -> check model fits data -> build model, trainer, loggers,
+callbacks -> fit -> validate and test the best checkpoint -> write metrics.json.
+Returns the monitored metric, so Hydra sweepers can optimize it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
+from expkit.paths import config_dir
+from expkit.tasks.common import build_callbacks, build_trainer, log, resolved, run_job
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Fit ``cfg.model`` on ``cfg.data`` and test it; every output goes to ``run_dir``."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from expkit.models import check_model_fits_data
+    from expkit.tracking.files import write_metrics, write_resolved_config
+
+    config = resolved(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    spec = datamodule.spec
+    check_model_fits_data(cfg.model, spec)
+    log.info("Training %s on %s", cfg.model.net._target_, spec.describe())
+    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model.run_config = config
+
+    trainer = build_trainer(cfg, run_dir, callbacks=build_callbacks(cfg.get("callbacks"), run_dir))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+    if trainer.is_global_zero:
+        write_resolved_config(run_dir, config)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    # Validate and test the best checkpoint (the current weights when none was kept).
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt_path = best or None
+    metrics: dict[str, float] = {}
+    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    if cfg.test:
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    if trainer.is_global_zero:
+        write_metrics(run_dir, metrics)
+        log.info("Metrics: %s (best checkpoint: %s)", {k: round(float(v), 4) for k, v in metrics.items()}, best or "none")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_job(train, cfg)
+    value = metrics.get(cfg.monitor.metric)
+    return None if value is None else float(value)
+
+
+if __name__ == "__main__":
+    main()
