@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -57,6 +58,8 @@ class ArrayDataModule(pl.LightningDataModule):
         shuffle_seed: seed of the training-order generator (``null``: 0).
         num_workers: DataLoader worker processes (0 loads in the training process).
         standardize: scale features to zero mean and unit variance with train-split statistics.
+        processed_dir: read the splits that the DVC ``prepare`` stage saved there (memory-mapped
+            ``.npy``, see :mod:`expkit.data.processed`) instead of loading and splitting the source.
     """
 
     name = "arrays"
@@ -70,6 +73,7 @@ class ArrayDataModule(pl.LightningDataModule):
         shuffle_seed: int | None = 0,
         num_workers: int = 0,
         standardize: bool = False,
+        processed_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -81,6 +85,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.shuffle_seed = 0 if shuffle_seed is None else shuffle_seed
         self.num_workers = num_workers
         self.standardize = standardize
+        self.processed_dir = processed_dir
         self.datasets: dict[str, TensorDataset] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
@@ -98,9 +103,41 @@ class ArrayDataModule(pl.LightningDataModule):
         idx = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
         return {stage: (x[i], y[i]) for stage, i in idx.items()}
 
+    def source_files(self) -> list[Path]:
+        """Files or folders the source data is read from (none for generated or bundled data)."""
+        return []
+
+    # -- prepared splits (DVC `prepare` stage) -------------------------------------------------
+    def data_files(self) -> list[Path]:
+        """What this datamodule actually reads: the prepared directory, else the source files."""
+        return [Path(self.processed_dir)] if self.processed_dir else self.source_files()
+
+    def load_prepared(self) -> Splits:
+        """The splits saved in ``processed_dir``, refused when they were made with other settings."""
+        from expkit.data.processed import FIX, SPLIT_KEYS, read_meta, read_processed
+
+        meta = read_meta(self.processed_dir)
+        for key in SPLIT_KEYS:
+            if meta["split"].get(key) != getattr(self, key):
+                raise DataError(
+                    f"data.processed_dir={self.processed_dir} was prepared with data.{key}="
+                    f"{meta['split'].get(key)}, but data.{key}={getattr(self, key)}: {FIX}."
+                )
+        if meta["name"] != self.name:
+            raise DataError(
+                f"data.processed_dir={self.processed_dir} holds data {meta['name']!r}, not {self.name!r} "
+                f"(data.path or data.dataset changed): {FIX}."
+            )
+        return read_processed(self.processed_dir, meta)
+
     # -- the LightningDataModule interface ----------------------------------------------------
     @property
     def spec(self) -> DataSpec:
+        if self._spec is None and self.processed_dir:
+            from expkit.data.processed import read_meta
+
+            meta = read_meta(self.processed_dir)
+            self._spec = DataSpec(self.name, tuple(meta["input_shape"]), int(meta["num_classes"]))
         if self._spec is None:
             self._spec = self.declare_spec()
         return self._spec
@@ -108,7 +145,7 @@ class ArrayDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        splits = self.load_splits()
+        splits = self.load_prepared() if self.processed_dir else self.load_splits()
         self._check(splits)
         if self.standardize and self.feature_mean is None:  # statistics from a checkpoint win
             x_train = splits["train"][0].astype(np.float64)

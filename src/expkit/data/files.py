@@ -54,6 +54,9 @@ class FilesDataModule(ArrayDataModule):
         x, _ = self.load_arrays()
         return DataSpec(self.name, tuple(x.shape[1:]), len(self.classes))
 
+    def source_files(self) -> list[Path]:
+        return [self.path]
+
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self._arrays is None:
             if not self.path.exists():

@@ -50,6 +50,9 @@ class MNISTDataModule(ArrayDataModule):
     def declare_spec(self) -> DataSpec:
         return DataSpec(self.name, (1, 28, 28), 10)
 
+    def source_files(self) -> list[Path]:
+        return [self.root / "MNIST" / "raw"]
+
     def _file(self, key: str) -> Path:
         raw = self.root / "MNIST" / "raw"
         for name in (FILES[key], FILES[key] + ".gz"):

@@ -23,6 +23,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from expkit.models import check_model_fits_data
+    from expkit.tracking.data_version import describe_data_version, write_data_version
     from expkit.tracking.files import write_metrics, write_resolved_config
 
     config = resolved(cfg)
@@ -38,10 +39,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     model.run_config = config
 
     trainer = build_trainer(cfg, run_dir, callbacks=build_callbacks(cfg.get("callbacks"), run_dir))
+    # The DVC hash of the files the data comes from ties this run to its data version.
+    data_version = describe_data_version(datamodule.data_files(), spec.name)
     for logger in trainer.loggers:
-        logger.log_hyperparams(config)
+        logger.log_hyperparams({**config, "data_version": data_version})
     if trainer.is_global_zero:
         write_resolved_config(run_dir, config)
+        write_data_version(run_dir, data_version)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
