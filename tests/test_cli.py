@@ -129,3 +129,13 @@ def test_ddp_cpu_gives_one_run_directory_and_one_wandb_run(tmp_path):
     assert len(find_run_logs(run_dir)) == 1
     assert len(list((run_dir / "checkpoints").glob("last*.ckpt"))) == 1
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_expkit_command_dispatches_to_the_tasks(tmp_path):
+    expkit = [sys.executable, "-m", "expkit.cli"]
+    assert "expkit 0.1.0" in subprocess.run([*expkit, "--version"], capture_output=True, text=True, check=True).stdout
+    wrong = subprocess.run([*expkit, "trian"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "Did you mean 'train'" in wrong.stderr
+    composed = subprocess.run([*expkit, "train", "model=cnn", "--cfg", "job"], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout
+    assert "expkit.models.nets.CNN" in composed
