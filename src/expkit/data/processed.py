@@ -90,7 +90,8 @@ def read_processed(directory: Path, meta: dict[str, Any]) -> dict[str, tuple[np.
             if not path.is_file():
                 raise DataError(f"data.processed_dir={directory}: {path.name} is missing: {FIX}.")
             try:
-                value = np.load(path, mmap_mode="r", allow_pickle=False)
+                # Copy-on-write: mapped lazily like "r", but writable (torch refuses read-only arrays).
+                value = np.load(path, mmap_mode="c", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise DataError(f"data.processed_dir={directory}: {path.name} is corrupt ({exc}): {FIX}.") from exc
             expected = (meta["counts"][stage], *shape)
