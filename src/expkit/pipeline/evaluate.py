@@ -74,7 +74,7 @@ def evaluate(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
         raise DataError(f"the test split of {datamodule.spec.describe()} is empty: raise data.test_fraction.")
     metrics = {
         metric_key("test", LOSS): loss_sum / n,
-        metric_key("test", ACCURACY): sum(a == p for a, p in zip(actual, predicted)) / n,
+        metric_key("test", ACCURACY): sum(a == p for a, p in zip(actual, predicted, strict=True)) / n,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def evaluate(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
     with (out_dir / PREDICTIONS_FILE).open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["actual", "predicted"])
-        writer.writerows(zip(actual, predicted))
+        writer.writerows(zip(actual, predicted, strict=True))
     print(f"evaluated {path} on {n} test samples: {metrics}")
     return metrics
 
