@@ -1,0 +1,130 @@
+"""Browsing runs without a network: ``expkit runs [PATH]`` and ``expkit compare RUN_A RUN_B``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from expkit.tracking.record import RUN_RECORD_FILE, RunRecord
+
+KEY_METRICS = ("val/loss", "val/acc", "test/loss", "test/acc")
+
+
+def find_runs(root: Path) -> list[RunRecord]:
+    """Every run record under ``root``, newest first."""
+    # W&B keeps a copy of run.json among its run files: only the run directory's own counts.
+    records = [RunRecord.load(p.parent) for p in Path(root).rglob(RUN_RECORD_FILE) if "wandb" not in p.parts]
+    return sorted(records, key=lambda r: r.data.get("started_at") or "", reverse=True)
+
+
+def status_of(record: RunRecord) -> str:
+    """The recorded status; a 'running' run whose process is gone on this host is 'dead'."""
+    status = record.data.get("status", "?")
+    segment = (record.data.get("segments") or [{}])[-1]
+    if status == "running" and segment.get("host") == platform.node() and segment.get("pid"):
+        try:
+            os.kill(segment["pid"], 0)
+        except ProcessLookupError:
+            return "dead (resume it)"
+        except PermissionError:
+            pass
+    return status
+
+
+def duration(record: RunRecord) -> str:
+    start, end = record.data.get("started_at"), record.data.get("ended_at")
+    if not (start and end):
+        return "-"
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def matches(record: RunRecord, where: list[str]) -> bool:
+    from expkit.tasks.rerun import flatten
+
+    flat = flatten({**record.data.get("config", {}), "status": record.data.get("status"), "task": record.data.get("task")})
+    for condition in where:
+        key, _, value = condition.partition("=")
+        if str(flat.get(key)) != value and not any(o == condition for o in record.data.get("overrides", [])):
+            return False
+    return True
+
+
+def runs_table(records: list[RunRecord], root: Path):
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} run(s) under {root}")
+    for column in ("run", "task", "overrides", "status", *KEY_METRICS, "duration"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        metrics: dict[str, Any] = record.data.get("metrics") or {}
+        try:
+            name = str(record.run_dir.relative_to(root))
+        except ValueError:
+            name = str(record.run_dir)
+        table.add_row(
+            name, record.data.get("task", "?"), " ".join(record.data.get("overrides") or []) or "(defaults)",
+            status_of(record), *(f"{metrics[k]:.4f}" if metrics.get(k) is not None else "-" for k in KEY_METRICS),
+            duration(record),
+        )
+    return table
+
+
+def compare_tables(a: RunRecord, b: RunRecord):
+    from rich.table import Table
+
+    from expkit.tasks.rerun import dict_diff
+
+    config = Table(title=f"Config: {a.run_dir.name} vs {b.run_dir.name}")
+    for column in ("key", a.run_dir.name, b.run_dir.name):
+        config.add_column(column, overflow="fold")
+    for key, old, new in dict_diff(a.data.get("config", {}), b.data.get("config", {})):
+        config.add_row(key, str(old), str(new))
+    if not config.row_count:
+        config.add_row("(identical configs)", "", "")
+    metrics = Table(title="Metrics")
+    for column in ("metric", a.run_dir.name, b.run_dir.name, "difference"):
+        metrics.add_column(column)
+    ma, mb = a.data.get("metrics") or {}, b.data.get("metrics") or {}
+    for key in sorted(ma.keys() | mb.keys()):
+        va, vb = ma.get(key), mb.get(key)
+        delta = f"{vb - va:+.4f}" if va is not None and vb is not None else "-"
+        metrics.add_row(key, "-" if va is None else f"{va:.4f}", "-" if vb is None else f"{vb:.4f}", delta)
+    return config, metrics
+
+
+def main(argv: list[str], command: str) -> None:
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 160))
+    if command == "runs":
+        parser = argparse.ArgumentParser(prog="expkit runs", description="List runs, newest first.")
+        parser.add_argument("path", nargs="?", type=Path, default=Path("logs"), help="where to look (default: logs)")
+        parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                            help="keep runs whose config key (e.g. model.net._target_, data.batch_size, status) has VALUE, or whose overrides include KEY=VALUE; repeatable")
+        parser.add_argument("--status", help="keep runs with this status (completed, failed, running)")
+        parser.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+        args = parser.parse_args(argv)
+        if not args.path.exists():
+            print(f"error: {args.path}: no such directory (runs are under paths.log_dir, default logs/).", file=sys.stderr)
+            sys.exit(2)
+        where = args.where + ([f"status={args.status}"] if args.status else [])
+        records = [r for r in find_runs(args.path) if matches(r, where)][: args.limit]
+        console.print(runs_table(records, args.path))
+    else:
+        parser = argparse.ArgumentParser(prog="expkit compare", description="Config and metric differences of two runs.")
+        parser.add_argument("run_a", type=Path)
+        parser.add_argument("run_b", type=Path)
+        args = parser.parse_args(argv)
+        try:
+            tables = compare_tables(RunRecord.load(args.run_a), RunRecord.load(args.run_b))
+        except Exception as exc:  # a missing or unreadable record
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        for table in tables:
+            console.print(table)

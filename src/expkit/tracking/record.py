@@ -1,0 +1,233 @@
+"""The run record (``run.json``): what a run needs to be identified exactly and re-run.
+
+Written when the job starts (status ``running``), updated when W&B starts and when the job ends
+(``completed`` or ``failed`` with the error). A run resumed in the same directory appends a
+segment instead of starting over, so a record killed with ``kill -9`` still says what ran.
+Secrets never reach it: keys that look like credentials are redacted and the environment is not
+recorded (only SLURM's job ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RUN_RECORD_FILE = "run.json"
+SCHEMA_VERSION = 1
+PACKAGES = ("expkit", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "wandb", "dvc", "numpy")
+SECRET_KEY = re.compile(r"api[_-]?key|token|secret|password|passwd|credential|private[_-]?key", re.IGNORECASE)
+REDACTED = "***"
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _secret_values() -> list[str]:
+    return [v for k, v in os.environ.items() if SECRET_KEY.search(k) and len(v) >= 6]
+
+
+def redact(value: Any, secrets: list[str] | None = None) -> Any:
+    """``value`` with credential-like keys and any secret from the environment replaced by ``***``."""
+    secrets = _secret_values() if secrets is None else secrets
+    if isinstance(value, dict):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) and v else redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(start: Path | None = None) -> dict[str, Any] | None:
+    """Commit, dirtiness and the diff of uncommitted changes of the repository holding ``start``
+    (the launch directory), else of the checkout holding expkit's own code."""
+    from expkit.paths import config_dir
+
+    for candidate in (start or Path.cwd(), config_dir()):
+        top = _git(candidate, "rev-parse", "--show-toplevel")
+        if top:
+            root = Path(top.strip())
+            status = _git(root, "status", "--porcelain", "--untracked-files=no") or ""
+            return {
+                "root": str(root),
+                "commit": (_git(root, "rev-parse", "HEAD") or "").strip() or None,
+                "branch": (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
+                "dirty": bool(status.strip()),
+                "diff": _git(root, "diff", "HEAD") or "",
+            }
+    return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(),
+                            "cpu": platform.processor() or None, "hostname": platform.node()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        info["gpus"] = []
+    info["gpu_count"] = len(info["gpus"])
+    return info
+
+
+def slurm_ids() -> dict[str, str] | None:
+    ids = {k.lower(): os.environ[k] for k in SLURM_VARS if k in os.environ}
+    return ids or None
+
+
+class RunRecord:
+    """``run.json`` in a run directory; every change is written at once (atomically)."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.data = data
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / RUN_RECORD_FILE
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        path = Path(run_dir) / RUN_RECORD_FILE
+        try:
+            return cls(Path(run_dir), json.loads(path.read_text()))
+        except FileNotFoundError:
+            from expkit.errors import ConfigError
+
+            raise ConfigError(f"{run_dir} has no {RUN_RECORD_FILE}: it is not an expkit run directory.") from None
+
+    @classmethod
+    def start(cls, run_dir: Path, config: dict[str, Any], overrides: list[str], task: str) -> RunRecord:
+        """Create the record, or append a segment when the directory already holds one (resume)."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        segment = {"started_at": now(), "ended_at": None, "status": "running", "command": list(sys.argv),
+                   "host": platform.node(), "pid": os.getpid(), "slurm": slurm_ids(), "wandb": None}
+        if (run_dir / RUN_RECORD_FILE).is_file():
+            record = cls.load(run_dir)
+            record.data["segments"].append(segment)
+            record.data.update(status="running", ended_at=None, error=None)
+        else:
+            record = cls(run_dir, {
+                "schema": SCHEMA_VERSION,
+                "task": task,
+                "status": "running",
+                "started_at": segment["started_at"],
+                "ended_at": None,
+                "run_dir": str(run_dir.resolve()),
+                "command": list(sys.argv),
+                "overrides": list(overrides),
+                "seed": config.get("seed"),
+                "config": redact(config),
+                "git": git_state(),
+                "versions": package_versions(),
+                "hardware": hardware(),
+                "slurm": slurm_ids(),
+                "data_version": None,
+                "wandb": None,
+                "metrics": None,
+                "error": None,
+                "segments": [segment],
+            })
+        record.save()
+        return record
+
+    def reload(self) -> RunRecord:
+        """Re-read the file: the task updates the record through its own handle while it runs."""
+        self.data = json.loads(self.path.read_text())
+        return self
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(redact(self.data), indent=2, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+    @property
+    def wandb_id(self) -> str | None:
+        return (self.data.get("wandb") or {}).get("id")
+
+    def note_wandb(self) -> None:
+        """Record the active W&B run (id, mode, local directory) in the record and this segment."""
+        wandb = sys.modules.get("wandb")
+        run = getattr(wandb, "run", None) if wandb else None
+        if run is None:
+            return
+        self.reload()
+        info = {"id": run.id, "project": run.project, "group": run.group or None, "name": run.name,
+                "mode": "offline" if run.offline else "online", "dir": run.dir and str(Path(run.dir).parent)}
+        self.data["wandb"] = {k: info[k] for k in ("id", "project", "group", "mode")}
+        self.data["segments"][-1]["wandb"] = info
+        self.save()
+
+    def provenance(self) -> dict[str, Any]:
+        """What identifies the run beyond its config: code, packages, machine, command, SLURM job."""
+        git = dict(self.data.get("git") or {})
+        git.pop("diff", None)  # the diff stays in run.json, which is attached to the W&B run
+        keys = ("command", "overrides", "versions", "hardware", "slurm")
+        return {"git": git or None, **{k: self.data.get(k) for k in keys}}
+
+    def attach_to_wandb(self) -> None:
+        """Save ``run.json`` with the active W&B run (uploaded with it, or on ``wandb sync``)."""
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.run.save(str(self.path), base_path=str(self.run_dir), policy="now")
+
+    def finish(self, status: str, metrics: dict[str, float] | None = None, error: str | None = None) -> None:
+        self.reload()
+        ended = now()
+        segment = self.data["segments"][-1]
+        segment.update(ended_at=ended, status=status)
+        self.data.update(status=status, ended_at=ended, error=error)
+        if metrics is not None:
+            self.data["metrics"] = {k: float(v) for k, v in metrics.items()}
+        self.data["hardware"] = hardware()  # torch is imported by now: GPUs are known
+        self.save()
+
+
+def note_run(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Add ``fields`` and the active W&B run to ``run_dir``'s record, if it has one (rank zero
+    under a launcher; tests calling the task directly have none). Returns the provenance part of
+    the record, for the W&B config."""
+    if not (Path(run_dir) / RUN_RECORD_FILE).is_file():
+        return {}
+    record = RunRecord.load(run_dir)
+    record.data.update(fields)
+    record.save()
+    record.note_wandb()
+    return record.provenance()
