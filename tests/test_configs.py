@@ -12,8 +12,8 @@ from expkit.models import check_model_fits_data
 from expkit.tasks.common import build_callbacks, build_trainer, resolved
 from tests.conftest import CONF, compose_config, data_overrides
 
-PRIMARY = {"train.yaml", "eval.yaml"}
-CONFIG_FILES = sorted(str(p.relative_to(CONF)) for p in CONF.rglob("*.yaml") if p.name not in PRIMARY)
+PRIMARY_CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))  # train, eval, pipeline, ...
+CONFIG_FILES = sorted(str(p.relative_to(CONF)) for p in CONF.rglob("*.yaml") if p.parent != CONF)
 
 
 def overrides_for(config_file: str, files: dict[str, Path]) -> list[str]:
@@ -55,6 +55,15 @@ def test_config_composes_and_instantiates(config_file, user_files, tmp_path):
     x, y = next(iter(datamodule.train_dataloader()))
     assert tuple(x.shape[1:]) == spec.input_shape
     assert model(x).shape == (len(y), spec.num_classes)
+
+
+@pytest.mark.parametrize("config_name", PRIMARY_CONFIGS)
+def test_primary_config_composes_and_documents_its_command(config_name):
+    header = (CONF / f"{config_name}.yaml").read_text().splitlines()[:8]
+    assert any("python " in line or "dvc " in line for line in header), f"{config_name}.yaml: header must show its command"
+    overrides = ["ckpt_path=some.ckpt"] if "ckpt_path: ???" in (CONF / f"{config_name}.yaml").read_text() else []
+    cfg = compose_config(overrides, config_name=config_name)
+    assert cfg.task_name
 
 
 def test_hydra_run_dir_resolves_under_log_dir():
