@@ -2,6 +2,7 @@
 
     expkit train model=cnn data=digits     # same as python train.py ...
     expkit eval ckpt_path=...              # same as python eval.py ...
+    expkit validate model=cnn data=wine    # fail before launch: check the config, run nothing
     expkit --version
 """
 
@@ -23,9 +24,16 @@ def _eval() -> Callable[[], None]:
     return main
 
 
+def _validate() -> Callable[[], None]:
+    from expkit.config.command import main
+
+    return main
+
+
 COMMANDS: dict[str, tuple[Callable[[], Callable[[], None]], str]] = {
     "train": (_train, "train a model (Hydra overrides follow, see `expkit train --help`)"),
     "eval": (_eval, "evaluate a checkpoint on the test split (ckpt_path=...)"),
+    "validate": (_validate, "check a config (overrides, -m sweeps) without running it; exit 2/3 on errors"),
 }
 
 

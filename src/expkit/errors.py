@@ -1,4 +1,14 @@
-"""Errors expkit raises for bad input: each names the key, the value and the fix."""
+"""Errors expkit raises for bad input: each names the key, the value and the fix.
+
+Exit codes: 2 the configuration cannot work (nothing ran), 3 data or a checkpoint is missing or
+unreadable, 1 the run failed while running (e.g. a non-finite loss).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
 
 
 class ExpkitError(Exception):
@@ -18,6 +28,21 @@ class IncompatibleModelData(ConfigError):
 
 
 class DataError(ExpkitError):
-    """Data is missing or unreadable."""
+    """Data (or a checkpoint) is missing or unreadable."""
 
     exit_code = 3
+
+
+class NonFiniteLoss(ExpkitError):
+    """Training produced a NaN or infinite loss and was stopped."""
+
+    exit_code = 1
+
+
+def exit_with(exc: ExpkitError) -> NoReturn:
+    """Print ``error: <message>`` and exit with the error's code; ``HYDRA_FULL_ERROR=1`` re-raises
+    it instead, traceback included."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from expkit.config.suggest import did_you_mean
 from expkit.data.base import ArrayDataModule, DataSpec
 from expkit.errors import ConfigError, DataError
 
@@ -50,17 +51,157 @@ class FilesDataModule(ArrayDataModule):
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def declare_spec(self) -> DataSpec:
-        # A user's file has no fixed shape: read it once (cached for setup()).
-        x, _ = self.load_arrays()
-        return DataSpec(self.name, tuple(x.shape[1:]), len(self.classes))
+        """Read only what the spec needs (a table's header and label column, an archive's array
+        headers and labels, one image per folder), so validation stays cheap; ``setup`` reads
+        everything and checks it against this."""
+        if self._arrays is not None:
+            return DataSpec(self.name, tuple(self._arrays[0].shape[1:]), len(self.classes))
+        self._require_path()
+        if self.path.is_dir():
+            shape, labels = self._peek_image_folder()
+        elif self.path.suffix.lower() in TABLE_SUFFIXES:
+            shape, labels = self._peek_table()
+        elif self.path.suffix.lower() == ".npz":
+            shape, labels = self._peek_npz()
+        else:
+            raise self._unsupported()
+        self.classes = self._classes(labels)[0]
+        return DataSpec(self.name, shape, len(self.classes))
+
+    def _require_path(self) -> None:
+        if not self.path.exists():
+            raise DataError(f"data.path={self.path}: no such file or directory.")
+
+    def _unsupported(self) -> DataError:
+        return DataError(
+            f"data.path={self.path}: unsupported file type {self.path.suffix!r}; "
+            "use .csv, .parquet, .npz or a folder of images."
+        )
+
+    def _classes(self, labels: np.ndarray) -> tuple[list, np.ndarray]:
+        classes, y = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(
+                f"{self.path}: labels have {len(classes)} distinct value(s); need 2 or more "
+                "(is data.target_column / data.y_key the label?)."
+            )
+        return classes.tolist(), y
+
+    def _table_columns(self, columns: list[str]) -> list[str]:
+        """The feature columns, after checking that the target and every feature exist."""
+        if self.target_column not in columns:
+            raise DataError(
+                f"{self.path}: no target column {self.target_column!r} (data.target_column)."
+                f"{did_you_mean(self.target_column, columns)} Columns are {columns}."
+            )
+        features = self.feature_columns or [c for c in columns if c != self.target_column]
+        missing = [c for c in features if c not in columns]
+        if missing:
+            hint = did_you_mean(missing[0], columns)
+            raise DataError(f"{self.path}: data.feature_columns names missing columns {missing}.{hint} Columns are {columns}.")
+        if not features:
+            raise DataError(f"{self.path}: no feature columns besides the target {self.target_column!r}.")
+        return features
+
+    def _check_table(self, table, features: list[str], *, sample: bool = False) -> None:
+        import pandas as pd
+
+        where = " (in its first rows)" if sample else ""
+        labels = table[self.target_column] if self.target_column in table else None
+        if labels is not None and labels.isna().any():
+            raise DataError(f"{self.path}: target column {self.target_column!r} has missing values{where}; fill or drop those rows.")
+        for column in features:
+            if column not in table:
+                continue
+            if not pd.api.types.is_numeric_dtype(table[column]):
+                raise DataError(
+                    f"{self.path}: column {column!r} has dtype {table[column].dtype}, expected numbers{where}; "
+                    "encode it or leave it out of data.feature_columns."
+                )
+            if table[column].isna().any():
+                raise DataError(f"{self.path}: column {column!r} has missing values{where}; fill or drop them first.")
+            if not np.isfinite(table[column].to_numpy(np.float64)).all():
+                raise DataError(f"{self.path}: column {column!r} has infinite values{where}; clip or drop them first.")
+
+    def _read_table_part(self, **kwargs):
+        import pandas as pd
+
+        try:
+            if self.path.suffix.lower() == ".csv":
+                return pd.read_csv(self.path, **kwargs)
+            if "nrows" in kwargs:  # parquet: the schema, without the data
+                import pyarrow.parquet as pq
+
+                return pq.read_schema(self.path).empty_table().to_pandas()
+            return pd.read_parquet(self.path, columns=kwargs.get("usecols"))
+        except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
+            raise DataError(f"{self.path}: cannot be read as a table ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).") from exc
+
+    def _peek_table(self) -> tuple[tuple[int, ...], np.ndarray]:
+        header = self._read_table_part(nrows=0)
+        features = self._table_columns([str(c) for c in header.columns])
+        if self.path.suffix.lower() == ".csv":  # dtypes from the first rows; setup checks every row
+            self._check_table(self._read_table_part(usecols=features, nrows=1000), features, sample=True)
+        else:
+            self._check_table(header, features)
+        labels = self._read_table_part(usecols=[self.target_column])
+        self._check_table(labels, [])
+        return (len(features),), labels[self.target_column].to_numpy()
+
+    def _peek_npz(self) -> tuple[tuple[int, ...], np.ndarray]:
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                names = {n.removesuffix(".npy"): n for n in archive.namelist()}
+                for key, setting in ((self.x_key, "data.x_key"), (self.y_key, "data.y_key")):
+                    if key not in names:
+                        raise DataError(
+                            f"{self.path}: no array {key!r} ({setting}).{did_you_mean(key, names)} "
+                            f"Arrays are {sorted(names)}."
+                        )
+                with archive.open(names[self.x_key]) as f:  # the array's header only
+                    version = np.lib.format.read_magic(f)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+            with np.load(self.path, allow_pickle=False) as arrays:
+                labels = arrays[self.y_key]
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot be read as .npz ({type(exc).__name__}: {exc}).") from exc
+        if dtype.kind not in "biuf":
+            raise DataError(f"{self.path}: array {self.x_key!r} has dtype {dtype}, expected numbers.")
+        if not shape or shape[0] != len(labels):
+            raise DataError(f"{self.path}: {shape[0] if shape else 0} samples in {self.x_key!r} but {len(labels)} labels in {self.y_key!r}.")
+        return tuple(int(d) for d in shape[1:]), labels
+
+    def _peek_image_folder(self) -> tuple[tuple[int, ...], np.ndarray]:
+        from PIL import Image
+
+        labels, first = [], None
+        for class_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
+            images = [f for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            if images:
+                labels.append(class_dir.name)
+                first = first or images[0]
+        if first is None:
+            raise DataError(f"{self.path}: no images found in class sub-folders (expected {self.path}/<class>/<image>.png).")
+        try:
+            with Image.open(first) as image:  # reads the header only
+                width, height = image.size
+                channels = len(Image.new(self.image_mode, (1, 1)).getbands())
+        except Exception as exc:
+            raise DataError(f"{first}: cannot be read as an image ({exc}).") from exc
+        height, width = self.image_size or (height, width)
+        return ((channels, height, width) if channels > 1 else (1, height, width)), np.asarray(labels)
 
     def source_files(self) -> list[Path]:
         return [self.path]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self._arrays is None:
-            if not self.path.exists():
-                raise DataError(f"data.path={self.path}: no such file or directory.")
+            self._require_path()
             if self.path.is_dir():
                 x, labels = self._read_image_folder()
             elif self.path.suffix.lower() in TABLE_SUFFIXES:
@@ -68,41 +209,16 @@ class FilesDataModule(ArrayDataModule):
             elif self.path.suffix.lower() == ".npz":
                 x, labels = self._read_npz()
             else:
-                raise DataError(
-                    f"data.path={self.path}: unsupported file type {self.path.suffix!r}; "
-                    "use .csv, .parquet, .npz or a folder of images."
-                )
-            self.classes, y = np.unique(labels, return_inverse=True)
-            self.classes = self.classes.tolist()
-            if len(self.classes) < 2:
-                raise DataError(f"{self.path}: labels have {len(self.classes)} distinct value(s); need 2 or more.")
+                raise self._unsupported()
+            self.classes, y = self._classes(labels)
             self._arrays = (x, y.astype(np.int64))
         return self._arrays
 
     def _read_table(self) -> tuple[np.ndarray, np.ndarray]:
-        import pandas as pd
-
-        try:
-            table = pd.read_parquet(self.path) if self.path.suffix.lower() != ".csv" else pd.read_csv(self.path)
-        except Exception as exc:  # pandas raises many types for unreadable files
-            raise DataError(f"{self.path}: cannot be read as a table ({exc}).") from exc
-        if self.target_column not in table.columns:
-            raise DataError(
-                f"{self.path}: no target column {self.target_column!r} (data.target_column); "
-                f"columns are {list(table.columns)}."
-            )
-        features = self.feature_columns or [c for c in table.columns if c != self.target_column]
-        missing = [c for c in features if c not in table.columns]
-        if missing:
-            raise DataError(f"{self.path}: data.feature_columns names missing columns {missing}.")
-        for column in features:
-            if not pd.api.types.is_numeric_dtype(table[column]):
-                raise DataError(
-                    f"{self.path}: column {column!r} has dtype {table[column].dtype}, expected numbers; "
-                    "encode it or leave it out of data.feature_columns."
-                )
-            if table[column].isna().any():
-                raise DataError(f"{self.path}: column {column!r} has missing values; fill or drop them first.")
+        table = self._read_table_part()
+        table.columns = [str(c) for c in table.columns]
+        features = self._table_columns(list(table.columns))
+        self._check_table(table, features)
         return table[features].to_numpy(np.float32), table[self.target_column].to_numpy()
 
     def _read_npz(self) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +235,8 @@ class FilesDataModule(ArrayDataModule):
             raise DataError(f"{self.path}: cannot be read as .npz ({exc}).") from exc
         if len(x) != len(y):
             raise DataError(f"{self.path}: {len(x)} samples in {self.x_key!r} but {len(y)} labels in {self.y_key!r}.")
+        if not np.isfinite(x).all():
+            raise DataError(f"{self.path}: array {self.x_key!r} has NaN or infinite values; clean them first.")
         return x, y
 
     def _read_image_folder(self) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,18 @@ from expkit.tracking.files import CHECKPOINT_DIR
 
 log = logging.getLogger("expkit")
 
+# Arguments the code passes when it builds a component, by config key (``*``: every entry of that
+# group): a config leaves them unset. ``expkit validate`` reads this to bind targets' signatures.
+INJECTED_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "model": ("input_shape", "num_classes"),  # the tasks, from the data's spec
+    "model.net": ("input_shape", "num_classes"),  # Classifier.__init__
+    "model.optimizer": ("params",),  # Classifier.configure_optimizers
+    "model.scheduler": ("optimizer",),  # Classifier.configure_optimizers
+    "trainer": ("default_root_dir", "logger", "callbacks"),  # build_trainer
+    "logger.*": ("save_dir",),  # build_loggers
+    "callbacks.*": ("dirpath",),  # build_callbacks (checkpoints)
+}
+
 
 def build_loggers(logger_cfg: Mapping | None, run_dir: Path) -> list:
     """One Lightning logger per entry of the ``logger`` group, all writing under the run directory."""

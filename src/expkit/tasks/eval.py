@@ -12,28 +12,17 @@ import hydra
 from omegaconf import DictConfig
 
 import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
+from expkit.config import checked_entry_point, validate
 from expkit.paths import config_dir
 from expkit.tasks.common import build_trainer, log, run_job
 
 
-def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint without running pickled code (``weights_only``)."""
-    import torch
+def load_checkpoint(path: str, trust: bool = False) -> dict:
+    """Load an expkit checkpoint without running pickled code unless ``trust`` (see
+    :mod:`expkit.models.checkpoint`)."""
+    from expkit.models.checkpoint import load_checkpoint as load
 
-    from expkit.errors import ConfigError, DataError
-    from expkit.models.classifier import RUN_CONFIG_KEY
-
-    if not path:
-        raise ConfigError("ckpt_path is not set: pass ckpt_path=<run dir>/checkpoints/last.ckpt.")
-    if not Path(path).is_file():
-        raise DataError(f"ckpt_path={path}: no such file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"ckpt_path={path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}).") from exc
-    if "state_dict" not in checkpoint or not checkpoint.get(RUN_CONFIG_KEY):
-        raise DataError(f"ckpt_path={path}: not an expkit checkpoint (no state_dict or run config).")
-    return checkpoint
+    return load(path, trust=trust)
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -45,7 +34,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.models.classifier import RUN_CONFIG_KEY
     from expkit.tracking.files import write_metrics
 
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    validate(cfg, task="eval")
+    checkpoint = load_checkpoint(cfg.ckpt_path, trust=cfg.get("trust_checkpoint", False))
     hparams = checkpoint["hyper_parameters"]
     run_config = checkpoint[RUN_CONFIG_KEY]
     data_cfg = cfg.data if cfg.get("data") is not None else run_config["data"]
@@ -73,6 +63,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+@checked_entry_point("eval")
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     run_job(evaluate, cfg)

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
+from expkit.config import checked_entry_point, validate
 from expkit.paths import config_dir
 from expkit.tasks.common import build_callbacks, build_trainer, log, resolved, run_job
 
@@ -26,6 +27,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.tracking.data_version import describe_data_version, write_data_version
     from expkit.tracking.files import write_metrics, write_resolved_config
 
+    validate(cfg, task="train")  # fail before launch: every bad input, one clear error (issue 6)
     config = resolved(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.seed is not None:
@@ -47,7 +49,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         write_resolved_config(run_dir, config)
         write_data_version(run_dir, data_version)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=not cfg.get("trust_checkpoint", False))
 
     # Validate and test the best checkpoint (the current weights when none was kept).
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -62,6 +64,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+@checked_entry_point("train")  # a bad override exits 2 with a did-you-mean, before Hydra runs
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_job(train, cfg)

@@ -1,0 +1,35 @@
+"""A Hydra callback (conf/hydra/default.yaml) that validates every job of a multirun before the
+first one starts, whatever the launcher (local, SLURM): one bad combination stops the launch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("expkit")
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The sweep's overrides: ``hydra.sweeper.params`` from the config, then the command line's."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+
+
+class ValidateSweep(Callback):
+    """``on_multirun_start``: compose and validate each job's overrides (``validate_sweep``); an
+    invalid job exits with its error's code and names the job, before any job or directory exists."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from expkit.config.compose import expand_sweep
+        from expkit.config.validate import validate_sweep
+        from expkit.errors import ExpkitError, exit_with
+
+        try:
+            jobs = expand_sweep(sweep_overrides(config))
+            validate_sweep(jobs, config_name=config.hydra.job.config_name)
+        except ExpkitError as exc:
+            exit_with(exc)
+        log.info("Validated the %d job(s) of the sweep", len(jobs))

@@ -1,0 +1,295 @@
+"""Compose configs as the entry points do, and explain a failed composition in one line.
+
+Hydra's own errors for an unknown key or option carry no suggestion (and an unknown option of an
+``optional`` group, ``experiment=digits_cnnn``, is silently ignored). Every command line is
+checked here before Hydra runs it:
+
+    model=cnnn           -> no option 'cnnn' in group 'model'. Did you mean 'model=cnn'?
+    trainer.max_epoch=5  -> unknown key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'?
+
+Imports nothing heavy (no torch), so ``--cfg job`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from expkit.config.suggest import did_you_mean
+from expkit.errors import ConfigError, exit_with
+
+# Flags after which Hydra composes nothing we could check (help, completion, external configs).
+_SKIP_FLAGS = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun", "config_dir")
+
+
+@contextmanager
+def hydra_context() -> Iterator[None]:
+    """Hydra initialized on expkit's ``conf/`` (or the running app's, inside ``@hydra.main``)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import expkit.resolvers  # noqa: F401  (conf/hydra uses them)
+    from expkit.paths import config_dir
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        yield
+
+
+def parse_overrides(overrides: Sequence[str]) -> list:
+    """Hydra's parsed overrides; a :class:`ConfigError` naming the override that does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for line in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([line]))
+        except OverrideParseException as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"{line}: not a valid override ({reason}); write key=value, group=option, +new_key=value or "
+                "~key (see https://hydra.cc/docs/advanced/override_grammar/basic)."
+            ) from None
+    return parsed
+
+
+def _text(override: Any, value: Any = None) -> str:
+    """``key=value`` for one value of ``override`` (its own text when not a sweep)."""
+    if value is None:
+        return override.input_line
+    return f"{override.get_key_element()}={value}"
+
+
+def _values(override: Any) -> list[str]:
+    """The values a (possibly sweep) override takes, as override strings."""
+    if override.is_discrete_sweep():
+        return [_text(override, v) for v in override.sweep_string_iterator()]
+    if override.is_sweep_override():  # interval(a, b): check the key with its lower end
+        return [_text(override, override.value().start)]
+    return [_text(override)]
+
+
+def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
+    """The jobs of a basic sweep: one override list per combination of the sweep values.
+
+    >>> expand_sweep(["seed=0,1", "model=mlp"])
+    [['seed=0', 'model=mlp'], ['seed=1', 'model=mlp']]
+
+    Continuous sweeps (``interval(...)``, chosen by a sweeper such as Optuna) are checked at their
+    lower end.
+    """
+    import itertools
+
+    by_key: dict[str, list[str]] = {}
+    for override in parse_overrides(overrides):
+        by_key[override.get_key_element()] = _values(override)  # a later override of a key wins
+    return [list(job) for job in itertools.product(*by_key.values())]
+
+
+def probes(overrides: Sequence[str]) -> list[list[str]]:
+    """Override lists that, composed, use every value of every sweep at least once: the first
+    value of each, then one list per further value (linear in the sweep sizes, not a product)."""
+    values = [_values(o) for o in parse_overrides(overrides)]
+    first = [v[0] for v in values]
+    result = [first]
+    for i, options in enumerate(values):
+        result += [[*first[:i], option, *first[i + 1 :]] for option in options[1:]]
+    return result
+
+
+def _group_options(group: str, config_name: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
+    """The options of config group ``group`` (``[]`` when it is not one); ``overrides`` matter
+    when they extend the search path (``hydra.searchpath=[...]``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]
+    try:
+        return GlobalHydra.instance().config_loader().get_group_options(group, config_name=config_name, overrides=searchpath)
+    except Exception:  # not a group
+        return []
+
+
+def check_group_options(overrides: Sequence[str], config_name: str | None = None) -> None:
+    """Every ``group=option`` names an existing option (optional groups included)."""
+    for override in parse_overrides(overrides):
+        if override.is_delete():
+            continue
+        group = override.key_or_group
+        options = _group_options(group, config_name, overrides)
+        if not options:
+            continue
+        if override.is_discrete_sweep():
+            chosen = list(override.sweep_string_iterator())
+        else:
+            value = override.value()
+            chosen = value if isinstance(value, list) else [value]
+        for option in chosen:
+            if option is None or str(option) in ("null", *options):
+                continue
+            raise ConfigError(
+                f"{override.input_line}: no option '{option}' in group '{group}'."
+                f"{did_you_mean(str(option), options, template=group + '={}')} Options: {', '.join(options)}."
+            )
+
+
+def _known_keys(cfg: DictConfig, key: str) -> tuple[str, list[str]]:
+    """The longest existing prefix of dotted ``key`` in ``cfg`` and the keys found below it."""
+    node: Any = cfg
+    prefix: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        try:
+            node = node[part]
+        except Exception:
+            break
+        prefix.append(part)
+    keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    return ".".join(prefix), keys
+
+
+def _suggest_key(key: str, base: DictConfig | None, value: str | None = None) -> str:
+    if base is None:
+        return ""
+    prefix, keys = _known_keys(base, key)
+    parts = key.split(".")
+    missing = parts[len(prefix.split(".")) if prefix else 0]
+    if not prefix:
+        keys += [g for g in _group_options("") if g not in keys]
+    suffix = "" if value is None else "=" + value
+    return did_you_mean(missing, keys, template=(prefix + "." if prefix else "") + "{}" + suffix)
+
+
+def explain_composition_error(exc: Exception, probe: Sequence[str], config_name: str) -> ConfigError:
+    """A one-line :class:`ConfigError` for Hydra's composition error ``exc`` on overrides ``probe``."""
+    message = str(exc)
+    first = message.splitlines()[0] if message else type(exc).__name__
+
+    def base_without(key: str) -> DictConfig | None:
+        rest = [o for o in probe if not re.match(rf"^[+~]*{re.escape(key)}(=|@|$)", o)]
+        try:
+            return compose(config_name, rest, hydra=True, check=False)
+        except Exception:
+            return None
+
+    def line_of(key: str) -> str:
+        return next((o for o in probe if re.match(rf"^[+~]*{re.escape(key)}(=|$)", o)), key)
+
+    if found := re.search(r"Could not override '([^']+)'", message):
+        key = found.group(1)
+        value = line_of(key).split("=", 1)[1] if "=" in line_of(key) else None
+        return ConfigError(
+            f"{line_of(key)}: unknown key '{key}'.{_suggest_key(key, base_without(key), value)} "
+            f"(To add a new key, write +{line_of(key).lstrip('+')}.)"
+        )
+    if found := re.search(r"Could not delete from config. '([^']+)'", message):
+        key = found.group(1)
+        return ConfigError(f"~{key}: there is no key '{key}' to delete.{_suggest_key(key, base_without(key))}")
+    if found := re.search(r"An item is already at '([^']+)'", message):
+        key = found.group(1)
+        value = line_of(key).split("=", 1)[-1]
+        return ConfigError(f"+{key}={value}: '{key}' exists already; write {key}={value} to change it.")
+    if message.startswith("Ambiguous value for argument"):
+        line = re.search(r"argument '([^']+)'", message).group(1)
+        return ConfigError(
+            f"{line}: several values need --multirun (-m) to run one job each; a list is written "
+            f"{line.split('=', 1)[0]}=[{line.split('=', 1)[1]}]."
+        )
+    cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ is not None else ""
+    return ConfigError(f"the config does not compose: {first}{cause}")
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), *, hydra: bool = False, check: bool = True) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides`` as ``python train.py`` would, without
+    creating a run directory. With ``check``, a bad override raises a one-line :class:`ConfigError`
+    with a did-you-mean suggestion instead of Hydra's error."""
+    import yaml
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with hydra_context():
+        if not check:
+            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
+        check_group_options(overrides, config_name)
+        try:
+            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
+        except HydraException as exc:
+            raise explain_composition_error(exc, overrides, config_name) from None
+        except (yaml.YAMLError, OmegaConfBaseException) as exc:  # a config file that is not valid YAML
+            raise ConfigError(f"a config file does not load: {' '.join(str(exc).split())}") from None
+
+
+def check_resolvable(cfg: DictConfig) -> None:
+    """Every required value (``???``) is set and every interpolation resolves (the ``hydra`` node aside)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    missing = sorted(OmegaConf.missing_keys(job))
+    if missing:
+        raise ConfigError(
+            "required value(s) not set: " + ", ".join(missing) + f"; pass them on the command line, e.g. {missing[0]}=..."
+        )
+    try:
+        OmegaConf.to_container(job, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{key}: the value does not resolve ({str(exc).splitlines()[0]}).") from None
+
+
+def check_command_line(argv: Sequence[str], config_name: str) -> None:
+    """Check a task's command line (Hydra's flags and overrides) before Hydra runs it: every override
+    parses and names an existing key or option, and every value of a sweep composes."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
+        return
+    config_name = args.config_name or config_name
+    overrides = list(args.overrides)
+    sweeps = [o for o in parse_overrides(overrides) if o.is_sweep_override()]
+    if sweeps and not args.multirun:
+        line = sweeps[0].input_line
+        raise ConfigError(
+            f"{line}: several values need --multirun (-m) to run one job each; a list is written "
+            f"{line.split('=', 1)[0]}=[{line.split('=', 1)[1]}]."
+        )
+    jobs = probes(overrides)
+    for probe in jobs:
+        try:
+            check_resolvable(compose(config_name, probe, hydra=True))
+        except ConfigError as exc:
+            if len(jobs) == 1:
+                raise
+            raise ConfigError(f"{exc} (in the sweep's job {' '.join(probe)})") from None
+
+
+def checked_entry_point(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a ``@hydra.main`` function so its command line is checked first: a bad override
+    exits with code 2 and one line (``HYDRA_FULL_ERROR=1``: a traceback) before anything runs."""
+
+    def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(hydra_main)
+        def entry(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:  # launched from the command line, not called with a cfg
+                try:
+                    check_command_line(sys.argv[1:], config_name)
+                except ConfigError as exc:
+                    exit_with(exc)
+            return hydra_main(*args, **kwargs)
+
+        return entry
+
+    return decorate
