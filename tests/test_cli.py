@@ -65,7 +65,8 @@ def test_eval_refuses_checkpoint_on_mismatched_data(trained, tmp_path):
 
 
 def test_failed_job_finishes_its_wandb_run_with_an_error(tmp_path):
-    proc = run_cli("train.py", *FAST, "ckpt_path=does/not/exist.ckpt", cwd=tmp_path, check=False)
+    # A loss that explodes fails the run after W&B started (bad inputs fail before: test_validation.py).
+    proc = run_cli("train.py", *FAST, "model.optimizer.lr=1e30", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     (log_file,) = find_run_logs(tmp_path / "logs")
     assert read_run_log(log_file)["exit_code"] == 1
