@@ -58,6 +58,10 @@ def _check_data_and_model(config: Mapping, trust: bool) -> tuple[Any, list[Expki
             for path in datamodule.data_files():
                 if not Path(path).exists() and not getattr(datamodule, "download", False):
                     fetch = " (data.download=true fetches it)" if hasattr(datamodule, "download") else ""
+                    if getattr(datamodule, "processed_dir", None):  # the DVC pipeline's prepared arrays
+                        from expkit.data.processed import FIX
+
+                        fetch = f": {FIX}"
                     raise DataError(f"{_data_key(data_cfg, Path(path))}: {path} does not exist{fetch}.")
             spec = datamodule.spec
         except ExpkitError as exc:
