@@ -86,6 +86,12 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     import os
 
     run_dir, group = hydra_job()
+    if group is not None:  # a multirun job: refuse in-process DDP, honour fail_fast, skip done jobs
+        from expkit.launching.sweep import before_job
+
+        earlier = before_job(cfg)
+        if earlier is not None:
+            return earlier
     wandb_tracking.configure_run(run_name=run_dir.name if group is None else f"{group}/{run_dir.name}", group=group)
     exit_code = 1
     try:
@@ -94,8 +100,8 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
         return result
     except ExpkitError as exc:
         exit_code = exc.exit_code
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or group is not None:
+            raise  # in a multirun the sweep records the failure and goes on (never exit)
         log.error("%s: %s", type(exc).__name__, exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

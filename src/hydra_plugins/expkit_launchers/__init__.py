@@ -1,0 +1,1 @@
+"""expkit's Hydra launcher plugins (Hydra loads plugins only from the hydra_plugins namespace)."""

@@ -1,0 +1,151 @@
+"""``hydra/launcher=expkit_parallel`` (``launcher=parallel``): a multirun's jobs in worker processes.
+
+A fixed pool of ``n_jobs`` worker processes (spawned, so no state leaks from this process) runs the
+jobs in order of submission. Each worker takes one *slot* when it starts and keeps it: its own
+GPU(s) through ``CUDA_VISIBLE_DEVICES`` and its share of the CPU threads, set before torch is
+imported. A worker imports torch and Lightning once for all its jobs, so a job costs little more
+than its training.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParallelLauncherConf:
+    _target_: str = "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher"
+    # Worker processes; null: one per GPU group when GPUs are visible, else one per CPU core.
+    n_jobs: Optional[int] = None
+    # GPUs each worker sees (CUDA_VISIBLE_DEVICES); 0 hides every GPU from the jobs.
+    gpus_per_job: int = 1
+    # Allow more workers than GPU groups: groups are then shared round-robin.
+    share_gpus: bool = False
+    # torch/OpenMP threads in each worker; null: CPU cores // workers (at least 1).
+    threads_per_job: Optional[int] = None
+
+
+# No ``from __future__ import annotations`` here: Hydra imports plugins without registering them in
+# sys.modules, and dataclasses with string annotations need that.
+ConfigStore.instance().store(group="hydra/launcher", name="expkit_parallel", node=ParallelLauncherConf, provider="expkit")
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else what nvidia-smi lists."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def worker_slots(n_jobs: int | None, gpus: Sequence[str], gpus_per_job: int, share_gpus: bool) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each worker (``None``: leave it alone, no GPU is visible anyway).
+
+    >>> worker_slots(None, ["0", "1", "2", "3"], 2, False)
+    ['0,1', '2,3']
+    >>> worker_slots(3, [], 1, False)
+    [None, None, None]
+    """
+    from expkit.errors import ConfigError
+
+    if not gpus or gpus_per_job == 0:
+        count = n_jobs or os.cpu_count() or 1
+        return ["" if gpus else None] * count
+    if gpus_per_job > len(gpus):
+        raise ConfigError(f"hydra.launcher.gpus_per_job={gpus_per_job} but only {len(gpus)} GPU(s) are visible "
+                          f"({','.join(gpus)}): lower gpus_per_job.")
+    groups = [",".join(gpus[i:i + gpus_per_job]) for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)]
+    count = n_jobs or len(groups)
+    if count > len(groups) and not share_gpus:
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={count} workers with gpus_per_job={gpus_per_job} need {count * gpus_per_job} "
+            f"GPUs; {len(gpus)} are visible ({','.join(gpus)}). Lower n_jobs to {len(groups)}, or set "
+            f"hydra.launcher.share_gpus=true to let jobs share GPUs."
+        )
+    return [groups[i % len(groups)] for i in range(count)]
+
+
+def _init_worker(slots: Any, threads: int) -> None:
+    """Runs first in each worker: take a slot, pin its GPUs and threads before torch is imported."""
+    cuda = slots.get()
+    if cuda is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _execute(payload: bytes) -> bytes:
+    import cloudpickle
+
+    hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    return cloudpickle.dumps(ret)
+
+
+class ParallelLauncher(Launcher):
+    def __init__(self, n_jobs: int | None = None, gpus_per_job: int = 1, share_gpus: bool = False,
+                 threads_per_job: int | None = None) -> None:
+        self.n_jobs, self.gpus_per_job, self.share_gpus = n_jobs, gpus_per_job, share_gpus
+        self.threads_per_job = threads_per_job
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import multiprocessing
+
+        import cloudpickle
+
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        setup_globals()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+
+        slots = worker_slots(self.n_jobs, visible_gpus(), self.gpus_per_job, self.share_gpus)[: len(job_overrides)]
+        threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
+        log.info("Launching %d jobs on %d workers (%d thread(s) each%s)", len(job_overrides), len(slots), threads,
+                 "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
+
+        payloads = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"{os.getpid()}_{idx}"
+                sweep_config.hydra.job.num = idx
+            payloads.append(cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state())))
+
+        context = multiprocessing.get_context("spawn")
+        slot_queue = context.Queue()
+        for slot in slots:
+            slot_queue.put(slot)
+        with ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
+                                 initializer=_init_worker, initargs=(slot_queue, threads)) as pool:
+            futures = [pool.submit(_execute, payload) for payload in payloads]
+            return [cloudpickle.loads(f.result()) for f in futures]
