@@ -34,11 +34,11 @@ class StopOnNonFiniteLoss(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        step = torch.tensor(trainer.global_step, device=loss.device)
         if self._first_bad is None or self._first_bad.device != loss.device:
             self._first_bad = torch.tensor(-1, device=loss.device)
         bad = ~torch.isfinite(loss.detach()).all()
-        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        # The step as a Python number: a new device tensor each step would be a synchronous copy.
+        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
         if (batch_idx + 1) % self.check_every_n_steps == 0:
             self._raise_if_bad(trainer)
 
