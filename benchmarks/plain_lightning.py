@@ -1,0 +1,86 @@
+"""(b) Plain Lightning: a minimal LightningModule and ``Trainer.fit``, no framework around it.
+
+    python benchmarks/plain_lightning.py --workload '<json>' [--device cuda] [--compile]
+
+Same network, data, batch size, epochs, optimizer, schedule and seed as ``train.py``; the
+trainer has no logger, checkpointing, progress bar or model summary (Lightning's own floor). It
+is timed by the same ``StepTimer`` callback that is injected into ``train.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` from any cwd
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from benchmarks.timing import StepTimer  # noqa: E402
+from benchmarks.workloads import LR, WEIGHT_DECAY, Workload, arrays, build_net, num_classes  # noqa: E402
+
+
+class PlainClassifier(pl.LightningModule):
+    def __init__(self, net: torch.nn.Module, epochs: int) -> None:
+        super().__init__()
+        self.net = net
+        self.epochs = epochs
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def _eval_step(self, batch, stage):
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}_loss", F.cross_entropy(logits, y))
+        self.log(f"{stage}_acc", (logits.argmax(-1) == y).float().mean())
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workload", required=True, help="a Workload as JSON")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+    w = Workload(**json.loads(args.workload))
+    cuda = args.device == "cuda"
+    pl.seed_everything(w.seed, verbose=False)
+    splits = arrays(w)
+    data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
+    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), w.epochs)
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
+        max_epochs=w.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, benchmark=cuda or None,
+        callbacks=[StepTimer(channels_last=args.channels_last, compile=args.compile)],
+    )
+    train = DataLoader(data["train"], batch_size=w.batch_size, shuffle=True, pin_memory=cuda,
+                       generator=torch.Generator().manual_seed(w.seed))
+    trainer.fit(model, train, DataLoader(data["val"], batch_size=w.batch_size))
+    trainer.test(model, DataLoader(data["test"], batch_size=w.batch_size), verbose=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""The benchmark: expkit's ``train.py`` against a hand-written loop and plain Lightning.
+
+    python benchmarks/run.py                       # CPU, 3 repetitions -> benchmarks/results/cpu.{md,json}
+    python benchmarks/run.py --quick               # one epoch, one repetition (smoke test)
+    python benchmarks/run.py --device cuda         # bf16-mixed, channels-last CNNs (+ --compile)
+    python benchmarks/run.py --device cuda --dry-run   # print the commands and device settings only
+
+Every workload (``benchmarks/workloads.py``) runs as separate processes, interleaved within each
+repetition, on the same network, data, batch size, steps and seed:
+
+- ``a``: a hand-written PyTorch loop (``handloop.py``), with the DataLoader;
+- ``a_prefetched``: the same loop on batches built before the epoch (step time without data loading);
+- ``b``: plain Lightning ``Trainer.fit`` (``plain_lightning.py``: no logger, checkpoint, progress bar);
+- ``c``: ``python train.py`` with expkit's defaults (W&B offline, the default callbacks), timed by a
+  ``StepTimer`` callback injected with ``+callbacks.bench._target_=benchmarks.timing.StepTimer``.
+
+Per process: whole-process wall time, time to the end of the first training step, steady-state
+step time (mean interval between consecutive steps of an epoch after warm-up: compute, data
+fetching and per-step hooks; validation and checkpoints between epochs are in the wall time only),
+the part of it outside the step (data fetching and the loop), peak RSS of the training process
+(wait4; W&B's service process is not included) and, on a GPU, peak CUDA memory and mean
+utilisation. Then start-up: ``train.py --cfg job`` and ``--help`` against a bare Hydra app, and the
+unavoidable imports. Medians with [min-max] over the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.workloads import Workload, workloads  # noqa: E402
+
+VARIANTS = {
+    "a": "hand-written PyTorch loop (DataLoader)",
+    "a_prefetched": "hand-written loop, batches prefetched to the device (no data loading)",
+    "b": "plain Lightning Trainer.fit",
+    "c": "expkit: python train.py (defaults: W&B offline, default callbacks)",
+    "c_no_wandb": "python train.py logger=none (what W&B costs; not run unless asked for with --variants)",
+}
+DEFAULT_VARIANTS = ("a", "a_prefetched", "b", "c")
+STEP_METRICS = ("wall_s", "first_step_s", "step_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
+                "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
+STARTUP = {
+    "python": ["-c", "pass"],
+    "bare_hydra_cfg_job": ["benchmarks/bare_hydra.py", "--cfg", "job"],
+    "bare_hydra_help": ["benchmarks/bare_hydra.py", "--help"],
+    "train_cfg_job": ["train.py", "--cfg", "job"],
+    "train_help": ["train.py", "--help"],
+    "import_torch": ["-c", "import torch"],
+    "import_torch_lightning": ["-c", "import torch, pytorch_lightning"],
+    "import_torch_lightning_wandb": ["-c", "import torch, pytorch_lightning, wandb"],
+}
+
+
+# -- one process ---------------------------------------------------------------------------------
+class GpuSampler:
+    """``nvidia-smi`` utilisation samples every 100 ms, with the time each was read."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-lms", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.samples.append((time.time(), float(line.split(",")[0])))
+            except ValueError:
+                pass
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+    def mean(self, start: float, end: float) -> float | None:
+        values = [u for t, u in self.samples if start <= t <= end]
+        return statistics.fmean(values) if values else None
+
+
+def run_process(argv: list[str], cwd: Path, env: dict, log: Path, gpu: bool = False) -> dict:
+    """Run ``argv``; its wall time, exit code, peak RSS and (GPU) utilisation samples."""
+    sampler = GpuSampler() if gpu else None
+    with log.open("w") as out:
+        t0 = time.time()
+        proc = subprocess.Popen(argv, cwd=cwd, env={**env, "BENCH_T0": repr(t0)}, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.time() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if sampler:
+        sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}; log: {log}\n{log.read_text()[-3000:]}")
+    return {"t0": t0, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "sampler": sampler}
+
+
+def step_metrics(timing: dict, warmup: int) -> dict:
+    """Steady-state numbers from the raw step timestamps (the same code for every variant)."""
+    steps = timing["steps"]
+    intervals, inside = [], []
+    for i in range(max(1, warmup), len(steps)):
+        (e0, _, end0), (e1, start1, end1) = steps[i - 1], steps[i]
+        if e0 == e1:  # consecutive steps of one epoch
+            intervals.append(end1 - end0)
+            inside.append(end1 - start1)
+    out = {"steps": len(steps), "first_step_s": steps[0][2] - timing["t0"] if steps else None}
+    if intervals:
+        step = sum(intervals) / len(intervals)
+        out.update(step_ms=1000 * step, outside_step_ms=1000 * (step - sum(inside) / len(inside)),
+                   steps_per_s=1 / step)
+        if timing.get("batch_size"):
+            out["samples_per_s"] = timing["batch_size"] / step
+    if timing.get("cuda_peak_bytes") is not None:
+        out["cuda_peak_mb"] = timing["cuda_peak_bytes"] / 2**20
+    return out
+
+
+def variant_argv(variant: str, w: Workload, device: str, compile_: bool, run_dir: Path,
+                 train_overrides: list[str] = ()) -> list[str]:
+    channels_last = device == "cuda" and w.model == "cnn"
+    if variant in ("a", "a_prefetched", "b"):
+        script = "handloop.py" if variant.startswith("a") else "plain_lightning.py"
+        argv = [sys.executable, str(ROOT / "benchmarks" / script), "--workload", json.dumps(w.to_dict()),
+                "--device", device]
+        argv += ["--prefetch"] * (variant == "a_prefetched") + ["--compile"] * compile_
+        return argv + ["--channels-last"] * channels_last
+    argv = [sys.executable, str(ROOT / "train.py"), *w.train_overrides(),
+            "+callbacks.bench._target_=benchmarks.timing.StepTimer", f"hydra.run.dir={run_dir}"]
+    if variant == "c_no_wandb":
+        argv.append("logger=none")
+    if device == "cuda":
+        argv += ["trainer=gpu"]  # bf16-mixed, cudnn.benchmark
+        argv += ["+callbacks.bench.channels_last=true"] * channels_last + ["+callbacks.bench.compile=true"] * compile_
+    else:
+        argv += ["trainer.accelerator=cpu"]
+    return argv + list(train_overrides)
+
+
+# -- summaries -----------------------------------------------------------------------------------
+def summarize(values: list) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def fmt(s: dict | None, digits: int = 2) -> str:
+    if not s:
+        return "-"
+    med = f"{s['median']:.{digits}f}"
+    return med if len(s["values"]) == 1 else f"{med} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def ratio(num: dict | None, den: dict | None) -> float | None:
+    return num["median"] / den["median"] if num and den and den["median"] else None
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# expkit benchmark ({result['device']})", "",
+             f"- machine: {m['cpu']} ({m['cpu_count']} cores){', ' + ', '.join(m['gpus']) if m['gpus'] else ''}; "
+             f"Python {m['python']}, torch {m['torch']}, pytorch-lightning {m['pytorch_lightning']}",
+             f"- load average (1 min) before / after: {result['load_before'][0]:.2f} / {result['load_after'][0]:.2f}",
+             f"- {result['reps']} repetitions, medians [min-max]; torch threads per process: {result['threads']}; "
+             f"command: `{result['command']}`",
+             f"- started {result['started']}, took {result['duration_s']:.0f} s", ""]
+    gpu = result["device"] == "cuda"
+    for name, wres in result["workloads"].items():
+        w = wres["workload"]
+        lines += [f"## {name}: {w['description']}", "",
+                  f"batch {w['batch_size']}, {w['epochs']} epochs, {fmt(wres['variants']['c']['steps'], 0)} "
+                  "training steps, seed 42", "",
+                  "| variant | wall s | first step s | step ms | outside step ms | samples/s | peak RSS MB |"
+                  + (" CUDA peak MB | GPU util % |" if gpu else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
+        for variant, v in wres["variants"].items():
+            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['first_step_s'])} | {fmt(v['step_ms'], 3)} | "
+                   f"{fmt(v['outside_step_ms'], 3)} | {fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
+            if gpu:
+                row += f" {fmt(v['cuda_peak_mb'], 0)} | {fmt(v['gpu_util_pct'], 0)} |"
+            lines.append(row)
+        r = wres["ratios"]
+        lines += ["", "| ratio (medians) | wall | first step | step time |", "|---|---|---|---|"]
+        for key in ("c/a", "c/b"):
+            lines.append(f"| {key} | " + " | ".join(_x(r[key][k]) for k in ("wall_s", "first_step_s", "step_ms")) + " |")
+        lines.append("")
+    s = result["startup"]
+    lines += ["## Start-up", "", "| command | seconds |", "|---|---|"]
+    lines += [f"| `{' '.join(STARTUP[k])}` | {fmt(s[k])} |" for k in STARTUP if k in s]
+    d = result["startup_deltas"]
+    lines += ["", "| comparison | seconds | target |", "|---|---|---|",
+              f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_s(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
+              f"| `train.py --help` - bare Hydra `--help` | {_s(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
+    for name, delta in d.get("first_step_over_imports", {}).items():
+        lines.append(f"| {name}: first step (c) - `import torch, pytorch_lightning` | {_s(delta)} | <= 1 |")
+    for name, delta in d.get("first_step_over_imports_wandb", {}).items():
+        lines.append(f"| {name}: first step (c) - `import torch, pytorch_lightning, wandb` | {_s(delta)} | |")
+    for name, delta in d.get("plain_lightning_first_step_over_imports", {}).items():
+        lines.append(f"| {name}: first step (b) - `import torch, pytorch_lightning` | {_s(delta)} | |")
+    lines += ["", "Variants: " + "; ".join(f"**{k}** {v}" for k, v in result["variants"].items()) + ".",
+              "Step time: mean interval between consecutive training steps of an epoch after warm-up "
+              "(compute, data fetching and per-step hooks); outside step: the part spent between the "
+              "end of one step and the start of the next (data loading and the training loop).", ""]
+    return "\n".join(lines)
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def machine(device: str) -> dict:
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpus = []
+    if device == "cuda" and shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        gpus = [g.strip() for g in out.stdout.splitlines() if g.strip()]
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus, "python": platform.python_version(),
+            "torch": metadata.version("torch"), "pytorch_lightning": metadata.version("pytorch-lightning"),
+            "platform": platform.platform()}
+
+
+# -- the command -------------------------------------------------------------------------------
+def resolve_device(requested: str, dry_run: bool) -> str:
+    if requested != "auto":
+        if requested == "cuda" and not dry_run:
+            import torch
+
+            if not torch.cuda.is_available():
+                sys.exit("error: --device cuda, but torch sees no CUDA device (torch.cuda.is_available() is "
+                         "False). Use --device cpu, or --dry-run to print the GPU commands.")
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="cuda: bf16-mixed, cudnn.benchmark, channels-last CNNs (default: cpu)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network in every variant")
+    p.add_argument("--quick", action="store_true", help="one epoch per workload, one repetition (smoke test)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3 on CPU, 2 on a GPU, 1 with --quick)")
+    p.add_argument("--workloads", default=None, help="comma-separated subset of: " + ",".join(workloads()))
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of: " + ",".join(VARIANTS))
+    p.add_argument("--epochs", type=int, default=None, help="override every workload's epochs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP/MKL threads of every process (default: 1 on CPU, so runs on a shared machine are "
+                        "comparable; torch's default on a GPU); 0: torch's default")
+    p.add_argument("--warmup", type=int, default=5, help="training steps left out of the steady state")
+    p.add_argument("--train-overrides", default="", help="extra overrides for train.py (c), space-separated, "
+                   "e.g. 'logger=none ~callbacks.progress_bar' to see what a component costs")
+    p.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
+                   help="folder for <device>.md and <device>.json (default benchmarks/results)")
+    p.add_argument("--keep", action="store_true", help="keep the runs' working folder (printed)")
+    p.add_argument("--dry-run", action="store_true", help="print the device settings and commands; run nothing")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device, args.dry_run)
+    reps = args.reps or (1 if args.quick else 2 if device == "cuda" else 3)
+    all_workloads = workloads(device, quick=args.quick)
+    names = args.workloads.split(",") if args.workloads else list(all_workloads)
+    unknown = [n for n in names if n not in all_workloads] + [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: unknown workload or variant {unknown}; workloads: {list(all_workloads)}, variants: {list(VARIANTS)}")
+    chosen = {n: all_workloads[n] for n in names}
+    for w in chosen.values():
+        if args.epochs:
+            w.epochs = args.epochs
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="expkit-bench-"))
+    command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    if args.dry_run:
+        print(f"device: {device}; threads: {args.threads or ('torch default' if device == 'cuda' else 1)}; precision: {'bf16-mixed' if device == 'cuda' else '32-true'}; "
+              f"compile: {args.compile}; reps: {reps}")
+        for w in chosen.values():
+            print(f"\n{w.name}: {w.description}; batch {w.batch_size}, {w.epochs} epochs; "
+                  f"channels-last: {device == 'cuda' and w.model == 'cnn'}")
+            for v in variants:
+                print(f"  {v}: {subprocess.list2cmdline(variant_argv(v, w, device, args.compile, work / 'run', args.train_overrides.split()))}")
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(work / "wandb-config"),
+           "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("CUDA_LAUNCH_BLOCKING", None)
+    threads = args.threads if args.threads is not None else (0 if device == "cuda" else 1)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    started, t_start, load_before = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time(), os.getloadavg()
+    raw: dict = {n: {v: [] for v in variants} for n in chosen}
+    startup_raw: dict = {k: [] for k in STARTUP}
+    for rep in range(reps):
+        if not args.no_startup:
+            for key, cmd in STARTUP.items():
+                res = run_process([sys.executable, *cmd], ROOT, env, work / f"startup-{key}-{rep}.log")
+                startup_raw[key].append(res["wall_s"])
+        for name, w in chosen.items():
+            for variant in variants:
+                tag = f"{name}-{variant}-{rep}"
+                out_json = work / f"{tag}.json"
+                argv_ = variant_argv(variant, w, device, args.compile, work / "runs" / tag, args.train_overrides.split())
+                print(f"[{rep + 1}/{reps}] {name} {variant}", flush=True)
+                res = run_process(argv_, work, {**env, "BENCH_OUT": str(out_json)}, work / f"{tag}.log",
+                                  gpu=device == "cuda")
+                timing = json.loads(out_json.read_text())
+                metrics = {"wall_s": res["wall_s"], "peak_rss_mb": res["peak_rss_mb"],
+                           **step_metrics(timing, args.warmup)}
+                if res["sampler"] and timing["steps"]:
+                    metrics["gpu_util_pct"] = res["sampler"].mean(timing["steps"][0][2], timing["steps"][-1][2])
+                raw[name][variant].append(metrics)
+
+    result = {"device": device, "compile": args.compile, "reps": reps, "quick": args.quick, "command": command,
+              "started": started, "machine": machine(device), "load_before": list(load_before),
+              "warmup_steps": args.warmup, "train_overrides": args.train_overrides.split(),
+              "threads": threads or "torch default", "variants": {v: VARIANTS[v] for v in variants}, "workloads": {}}
+    for name, w in chosen.items():
+        summary = {v: {k: summarize([m.get(k) for m in raw[name][v]]) for k in STEP_METRICS} for v in variants}
+        ratios = {}
+        for key, den in (("c/a", "a"), ("c/b", "b")):
+            if "c" in summary and den in summary:
+                ratios[key] = {k: ratio(summary["c"][k], summary[den][k]) for k in ("wall_s", "first_step_s", "step_ms", "peak_rss_mb")}
+        result["workloads"][name] = {"workload": w.to_dict(), "variants": summary, "ratios": ratios}
+    result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
+    result["startup_deltas"] = startup_deltas(result)
+    result["load_after"] = list(os.getloadavg())
+    result["duration_s"] = time.time() - t_start
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / device
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result) if {"a", "b", "c"} <= set(variants) else markdown_partial(result)
+    stem.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+    if args.keep:
+        print(f"runs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def markdown_partial(result: dict) -> str:
+    """Without all of a, b and c there are no ratios: the raw table only."""
+    for wres in result["workloads"].values():
+        for key in ("c/a", "c/b"):
+            wres["ratios"].setdefault(key, {k: None for k in ("wall_s", "first_step_s", "step_ms")})
+        for v in DEFAULT_VARIANTS:
+            wres["variants"].setdefault(v, {k: None for k in STEP_METRICS})
+    return markdown(result)
+
+
+def startup_deltas(result: dict) -> dict:
+    s = {k: v["median"] for k, v in result["startup"].items() if v}
+    d: dict = {}
+    if "train_cfg_job" in s and "bare_hydra_cfg_job" in s:
+        d["cfg_job_over_bare_hydra"] = s["train_cfg_job"] - s["bare_hydra_cfg_job"]
+    if "train_help" in s and "bare_hydra_help" in s:
+        d["help_over_bare_hydra"] = s["train_help"] - s["bare_hydra_help"]
+    for key, imports in (("first_step_over_imports", "import_torch_lightning"),
+                         ("first_step_over_imports_wandb", "import_torch_lightning_wandb")):
+        if imports in s:
+            d[key] = {n: w["variants"]["c"]["first_step_s"]["median"] - s[imports]
+                      for n, w in result["workloads"].items() if w["variants"].get("c", {}).get("first_step_s")}
+    if "import_torch_lightning" in s:
+        d["plain_lightning_first_step_over_imports"] = {
+            n: w["variants"]["b"]["first_step_s"]["median"] - s["import_torch_lightning"]
+            for n, w in result["workloads"].items() if w["variants"].get("b", {}).get("first_step_s")}
+    return d
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The benchmark command runs end to end and writes its table and JSON (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
+
+
+def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
+    proc = subprocess.run([*RUN, "--quick", "--workloads", "mlp_digits", "--out", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "cpu.json").read_text())
+    table = (tmp_path / "cpu.md").read_text()
+    variants = result["workloads"]["mlp_digits"]["variants"]
+    assert set(variants) == {"a", "a_prefetched", "b", "c"}
+    steps = {name: v["steps"]["median"] for name, v in variants.items()}
+    assert len(set(steps.values())) == 1 and steps["c"] > 0, steps  # same number of steps everywhere
+    for v in variants.values():
+        for key in ("wall_s", "first_step_s", "step_ms", "outside_step_ms", "steps_per_s", "samples_per_s", "peak_rss_mb"):
+            assert v[key]["median"] > 0 and len(v[key]["values"]) == 1, key
+    ratios = result["workloads"]["mlp_digits"]["ratios"]
+    assert all(ratios[r][k] > 0 for r in ("c/a", "c/b") for k in ("wall_s", "first_step_s", "step_ms"))
+    assert set(result["startup"]) >= {"bare_hydra_cfg_job", "train_cfg_job", "train_help", "import_torch_lightning"}
+    assert {"cfg_job_over_bare_hydra", "help_over_bare_hydra", "first_step_over_imports"} <= set(result["startup_deltas"])
+    for key in ("machine", "load_before", "load_after", "command", "threads"):
+        assert key in result
+    assert "| c/b |" in table and "| c |" in table and "train.py --cfg job" in table
+    assert not list(tmp_path.glob("logs")), "the runs go to a temporary folder, not the working directory"
+
+
+def test_gpu_dry_run_prints_bf16_channels_last_commands_without_a_gpu(tmp_path):
+    proc = subprocess.run([*RUN, "--device", "cuda", "--dry-run", "--compile"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True, timeout=120)
+    out = proc.stdout
+    assert "precision: bf16-mixed" in out and "compile: True" in out
+    assert "trainer=gpu" in out and "+callbacks.bench.channels_last=true" in out and "+callbacks.bench.compile=true" in out
+    assert "--channels-last" in out and "--device cuda" in out
+    for name in ("mlp_digits", "cnn_digits", "cnn_synthetic_heavy"):
+        assert name in out
+
+
+def test_cuda_without_a_gpu_is_refused_with_a_clear_message(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([*RUN, "--device", "cuda", "--no-startup"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "--dry-run" in proc.stderr
+
+
+def test_steady_state_leaves_out_warmup_and_epoch_boundaries():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import step_metrics
+
+    # epoch 0: steps end at 1.0, 1.1, 1.2; epoch 1 starts after a 5 s validation: 6.2, 6.3
+    steps = [(0, 0.95, 1.0), (0, 1.05, 1.1), (0, 1.15, 1.2), (1, 6.15, 6.2), (1, 6.25, 6.3)]
+    m = step_metrics({"t0": 0.0, "steps": steps, "batch_size": 10}, warmup=1)
+    assert m["steps"] == 5 and m["first_step_s"] == pytest.approx(1.0)
+    assert m["step_ms"] == pytest.approx(100) and m["outside_step_ms"] == pytest.approx(50)
+    assert m["samples_per_s"] == pytest.approx(100)
