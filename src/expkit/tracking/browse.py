@@ -98,6 +98,15 @@ def compare_tables(a: RunRecord, b: RunRecord):
     return config, metrics
 
 
+def kpi_table(a: RunRecord, b: RunRecord):
+    """Run ``b`` judged against run ``a`` on the KPIs of conf/train.yaml, with promotion's rule
+    (:mod:`expkit.registry.kpis`), on their recorded metrics (promotion re-checks on one test set)."""
+    from expkit.registry.kpis import judge, judgement_table, load_kpis
+
+    judgement = judge(load_kpis(), b.data.get("metrics") or {}, a.data.get("metrics") or {}, require_all=False)
+    return judgement_table(judgement, b.run_dir.name, a.run_dir.name, title="KPIs, recorded metrics")
+
+
 def main(argv: list[str], command: str) -> None:
     from rich.console import Console
 
@@ -128,3 +137,4 @@ def main(argv: list[str], command: str) -> None:
             sys.exit(2)
         for table in tables:
             console.print(table)
+        console.print(kpi_table(RunRecord.load(args.run_a), RunRecord.load(args.run_b)))

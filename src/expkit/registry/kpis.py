@@ -1,0 +1,166 @@
+"""KPIs: the metrics that decide between two models, declared once in ``conf/train.yaml``.
+
+    kpis:
+      accuracy: {metric: test/acc, goal: max, at_least: 0.9}       # the first KPI is the primary one
+      loss:     {metric: test/loss, goal: min, tolerance: 0.05}
+      latency:  {metric: test/latency_ms, goal: min, at_most: 5.0}  # a bar only (tolerance: null)
+
+The rule (:func:`judge`), used by promotion, ``expkit compare`` and ``expkit report``:
+1. every bound (``at_least`` / ``at_most``) must hold for the candidate;
+2. the primary KPI must be strictly better than the reference model's;
+3. every other KPI with a ``tolerance`` may be worse than the reference by at most that much
+   (``tolerance: null``: not compared, only its bound applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from expkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class KPI:
+    name: str
+    metric: str
+    goal: str  # "max" or "min"
+    at_least: float | None = None
+    at_most: float | None = None
+    tolerance: float | None = 0.0
+
+    def improvement(self, candidate: float, reference: float) -> float:
+        """How much better ``candidate`` is (positive) or worse (negative), in the metric's units."""
+        return candidate - reference if self.goal == "max" else reference - candidate
+
+    def bound_problem(self, value: float) -> str | None:
+        if self.at_least is not None and value < self.at_least:
+            return f"{self.metric}={value:.4g} is below the minimum {self.at_least:g} (kpis.{self.name}.at_least)"
+        if self.at_most is not None and value > self.at_most:
+            return f"{self.metric}={value:.4g} is above the maximum {self.at_most:g} (kpis.{self.name}.at_most)"
+        return None
+
+
+def parse_kpis(node: Mapping[str, Any] | None) -> list[KPI]:
+    """The ``kpis`` config node as a list, primary first; errors name the key and the fix."""
+    if not node:
+        raise ConfigError("kpis is empty: declare at least one KPI in conf/train.yaml (kpis.<name>.metric/goal).")
+    kpis = []
+    allowed = {"metric", "goal", "at_least", "at_most", "tolerance"}
+    for name, spec in node.items():
+        if not isinstance(spec, Mapping) or "metric" not in spec:
+            raise ConfigError(f"kpis.{name} needs a metric, e.g. kpis.{name}={{metric: test/acc, goal: max}}.")
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ConfigError(f"kpis.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
+        goal = spec.get("goal", "max")
+        if goal not in ("max", "min"):
+            raise ConfigError(f"kpis.{name}.goal={goal!r} must be max or min.")
+        kpis.append(KPI(str(name), str(spec["metric"]), goal, spec.get("at_least"), spec.get("at_most"),
+                        spec.get("tolerance", 0.0)))
+    return kpis
+
+
+def load_kpis(overrides: list[str] | None = None) -> list[KPI]:
+    """The KPIs of the project's config (``conf/train.yaml`` composed with ``overrides``)."""
+    from hydra import compose, initialize_config_dir
+
+    import expkit.resolvers  # noqa: F401
+    from expkit.paths import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides or []))
+    from omegaconf import OmegaConf
+
+    return parse_kpis(OmegaConf.to_container(cfg.get("kpis"), resolve=True))
+
+
+@dataclass
+class Row:
+    kpi: KPI
+    candidate: float | None
+    reference: float | None
+    verdict: str
+    ok: bool
+
+
+@dataclass
+class Judgement:
+    rows: list[Row]
+    passed: bool
+    reasons: list[str]
+
+    def summary(self, candidate: str = "candidate", reference: str = "production") -> str:
+        if self.passed:
+            return f"{candidate} beats {reference} on the KPIs" if any(r.reference is not None for r in self.rows) \
+                else f"{candidate} meets every KPI bound (no {reference} model to beat)"
+        if all(r.reference is None for r in self.rows):
+            return f"{candidate} misses the KPI bounds: " + "; ".join(self.reasons)
+        return f"{candidate} does not beat {reference}: " + "; ".join(self.reasons)
+
+
+def judge(kpis: list[KPI], candidate: Mapping[str, float], reference: Mapping[str, float] | None,
+          require_all: bool = True) -> Judgement:
+    """Whether ``candidate``'s metrics beat ``reference``'s (``None``: no reference, bounds only).
+    ``require_all=False`` skips KPIs a run did not record (``expkit compare`` on old runs)."""
+    rows, reasons = [], []
+    for index, kpi in enumerate(kpis):
+        value = candidate.get(kpi.metric)
+        ref = None if reference is None else reference.get(kpi.metric)
+        if value is None and not require_all:
+            rows.append(Row(kpi, None, ref, "not recorded", True))
+            continue
+        if value is None:
+            rows.append(Row(kpi, None, ref, "missing", False))
+            reasons.append(f"{kpi.metric} was not measured for the candidate")
+            continue
+        problem = kpi.bound_problem(value)
+        if problem:
+            rows.append(Row(kpi, value, ref, "out of bounds", False))
+            reasons.append(problem)
+            continue
+        if ref is None or (index > 0 and kpi.tolerance is None):
+            rows.append(Row(kpi, value, ref, "within bounds" if ref is None else "bound only", True))
+            continue
+        gain = kpi.improvement(value, ref)
+        if index == 0:  # the primary KPI: strictly better, ties do not promote
+            ok = gain > 0
+            verdict = "better" if ok else ("tie" if gain == 0 else "worse")
+            if not ok:
+                reasons.append(f"primary KPI {kpi.metric} is {value:.4g} vs {ref:.4g} (must be strictly better)")
+        else:
+            ok = gain >= -kpi.tolerance
+            verdict = "better" if gain > 0 else ("tie" if gain == 0 else ("within tolerance" if ok else "worse"))
+            if not ok:
+                reasons.append(f"{kpi.metric} is {value:.4g} vs {ref:.4g} (worse by more than "
+                               f"kpis.{kpi.name}.tolerance={kpi.tolerance:g})")
+        rows.append(Row(kpi, value, ref, verdict, ok))
+    return Judgement(rows, not reasons, reasons)
+
+
+def judgement_table(judgement: Judgement, candidate: str = "candidate", reference: str = "production", title: str = "KPIs"):
+    """A rich table of a judgement (one row per KPI, primary first)."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {judgement.summary(candidate, reference)}")
+    for column in ("kpi", "metric", "goal", "bound", candidate, reference, "difference", "verdict"):
+        table.add_column(column, overflow="fold")
+    for i, row in enumerate(judgement.rows):
+        kpi = row.kpi
+        bound = f">= {kpi.at_least:g}" if kpi.at_least is not None else (f"<= {kpi.at_most:g}" if kpi.at_most is not None else "-")
+        diff = "-" if row.candidate is None or row.reference is None else f"{row.candidate - row.reference:+.4f}"
+        table.add_row(kpi.name + (" (primary)" if i == 0 else ""), kpi.metric, kpi.goal, bound, fmt(row.candidate),
+                      fmt(row.reference), diff, ("[green]" if row.ok else "[red]") + row.verdict)
+    return table
+
+
+def judgement_markdown(judgement: Judgement, candidate: str = "candidate", reference: str = "production") -> str:
+    lines = [f"| kpi | metric | goal | {candidate} | {reference} | verdict |", "|---|---|---|---|---|---|"]
+    for row in judgement.rows:
+        lines.append(f"| {row.kpi.name} | {row.kpi.metric} | {row.kpi.goal} | {fmt(row.candidate)} | {fmt(row.reference)} | {row.verdict} |")
+    return "\n".join(lines)
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
