@@ -141,5 +141,6 @@ class FeatureTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.flatten(1).unsqueeze(-1) * self.weight + self.bias
-        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+        # x.shape[0], not len(x): a symbolic batch size keeps exported graphs (ONNX, TorchScript) batch-agnostic.
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
         return self.head(self.encoder(tokens)[:, 0])

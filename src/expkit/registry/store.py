@@ -1,0 +1,257 @@
+"""The model registry: ``registry/registry.json`` plus one folder per version.
+
+    registry/registry.json             names -> versions (run, metrics, data hashes), stages, history
+    registry/<name>/v<N>/model.ckpt    the checkpoint          (DVC-tracked: registry/<name>/v<N>.dvc)
+    registry/<name>/v<N>/card.json     the version's entry + its run record, test fingerprint, train stats
+
+``expkit register RUN_DIR --name NAME`` evaluates the run's best checkpoint on its test split,
+copies it into a new version folder, ``dvc add``s the folder when inside a DVC repository (so
+``dvc get <repo> registry/<name>/v<N>`` fetches it, ``dvc push`` shares it) and logs it as a W&B
+model artifact ``<name>`` with aliases ``v<N>``/``latest`` (offline: recorded in the local W&B run,
+uploaded by ``wandb sync``). ``expkit promote`` moves a stage (``production``) to a version only if
+it beats the version holding that stage on the KPIs (:mod:`expkit.registry.kpis`), both evaluated
+on the same test data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from expkit.errors import ConfigError, ExpkitError
+from expkit.registry import evaluation
+from expkit.registry.kpis import KPI, Judgement, judge
+
+REGISTRY_FILE = "registry.json"
+DEFAULT_ROOT = Path("registry")
+CARD_FILE = "card.json"
+MODEL_FILE = "model.ckpt"
+TRAIN_STATS_FILE = "train_stats.json"
+
+
+class PromotionRefused(ExpkitError):
+    """The candidate does not beat the model holding the stage on the declared KPIs."""
+
+    exit_code = 4
+
+
+class Registry:
+    """``registry.json`` under ``root``; every change is written at once."""
+
+    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+        self.root = Path(root)
+        path = self.root / REGISTRY_FILE
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / (REGISTRY_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        os.replace(tmp, self.root / REGISTRY_FILE)
+
+    def model(self, name: str) -> dict[str, Any]:
+        if name not in self.data["models"]:
+            known = ", ".join(sorted(self.data["models"])) or "none yet"
+            raise ConfigError(f"no model named {name!r} in {self.root / REGISTRY_FILE} (registered: {known}); "
+                              f"register one with `expkit register RUN_DIR --name {name}`.")
+        return self.data["models"][name]
+
+    def version(self, name: str, number: int) -> dict[str, Any]:
+        for entry in self.model(name)["versions"]:
+            if entry["version"] == number:
+                return entry
+        raise ConfigError(f"{name} has no version {number} (expkit models lists them).")
+
+    def stage_holder(self, name: str, stage: str) -> dict[str, Any] | None:
+        number = self.model(name)["stages"].get(stage)
+        return None if number is None else self.version(name, number)
+
+    def version_dir(self, name: str, number: int) -> Path:
+        return self.root / name / f"v{number}"
+
+    def find(self, spec: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+        """A version from ``NAME:vN`` / ``NAME@stage`` or the run directory it was registered from."""
+        for sep in (":v", "@"):
+            if sep in spec and not Path(spec).exists():
+                model, ref = spec.split(sep, 1)
+                entry = self.version(model, int(ref)) if sep == ":v" else self.stage_holder(model, ref)
+                if entry is None:
+                    raise ConfigError(f"no version of {model} holds stage {ref!r}.")
+                return model, entry
+        run_dir = str(evaluation.run_dir_of(evaluation.resolve_checkpoint(spec)))
+        found = [(n, v) for n, m in self.data["models"].items() if name in (None, n)
+                 for v in m["versions"] if v["run_dir"] == run_dir]
+        if not found:
+            hint = f" --name {name}" if name else " --name NAME"
+            raise ConfigError(f"{spec} is not registered{' as ' + name if name else ''}: `expkit register {spec}{hint}` first.")
+        if len({n for n, _ in found}) > 1:
+            raise ConfigError(f"{spec} is registered under several names ({sorted({n for n, _ in found})}): pass --name.")
+        return found[-1]
+
+
+def dvc_root(start: Path) -> Path | None:
+    from expkit.tracking.data_version import find_dvc_root
+
+    return find_dvc_root(start)
+
+
+def dvc_add(path: Path) -> str | None:
+    """``dvc add`` a version folder when it lies in a DVC repository; returns the ``.dvc`` file."""
+    root = dvc_root(path.resolve().parent)
+    if root is None:
+        return None
+    proc = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path.resolve().relative_to(root))],
+                          cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ExpkitError(f"dvc add {path} failed: {proc.stderr.strip()[-500:]}")
+    return str(path.resolve().relative_to(root)) + ".dvc"
+
+
+def wandb_alias(number: int) -> str:
+    """The W&B alias of registry version ``number`` (W&B numbers its own versions v0, v1, ...)."""
+    return f"expkit-v{number}"
+
+
+def log_wandb_artifact(name: str, version_dir: Path, aliases: list[str], metadata: dict[str, Any],
+                       project: str | None, registry_root: Path) -> dict[str, Any] | None:
+    """Log the version folder as a W&B model artifact (offline unless W&B is configured online)."""
+    from expkit.tracking.wandb import logged_in
+
+    if os.environ.get("WANDB_MODE") == "disabled":
+        return None
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
+    registry_root.mkdir(parents=True, exist_ok=True)
+    (registry_root / ".gitignore").write_text("/wandb/\n")  # W&B's local runs (<registry>/wandb/) stay out of git
+    run = wandb.init(project=project or "expkit", job_type="registry", dir=str(registry_root.resolve()), mode=mode,
+                     name=f"registry-{name}-{aliases[0]}", settings=wandb.Settings(silent=True), reinit="create_new")
+    try:
+        artifact = wandb.Artifact(name, type="model", metadata=metadata)
+        artifact.add_dir(str(version_dir))
+        run.log_artifact(artifact, aliases=aliases)
+        info = {"mode": mode, "project": run.project, "run_id": run.id, "artifact": name, "aliases": aliases,
+                "run_dir": str(Path(run.dir).parent)}
+    finally:
+        run.finish()
+    return info
+
+
+def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: bool = True) -> dict[str, Any]:
+    """Register the best checkpoint of ``run`` as the next version of ``name``."""
+    from expkit.tracking.record import RUN_RECORD_FILE
+
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"--name {name!r}: use letters, digits, '-' and '_' only (it names a folder and a W&B artifact).")
+    registry = Registry(root)
+    ckpt = evaluation.resolve_checkpoint(run)
+    run_dir = evaluation.run_dir_of(ckpt)
+    trained = evaluation.load_trained(ckpt)
+    splits = evaluation.raw_splits(trained.run_config["data"])
+    result = evaluation.evaluate(trained, *splits["test"])
+    record_path = run_dir / RUN_RECORD_FILE
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+
+    model = registry.data["models"].setdefault(name, {"versions": [], "stages": {}, "history": []})
+    number = max((v["version"] for v in model["versions"]), default=0) + 1
+    version_dir = registry.version_dir(name, number)
+    version_dir.mkdir(parents=True, exist_ok=False)
+    shutil.copy2(ckpt, version_dir / MODEL_FILE)
+    (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.feature_stats(splits["train"][0])) + "\n")
+    entry = {
+        "version": number,
+        "registered_at": _now(),
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "model": trained.run_config["model"]["net"]["_target_"],
+        "metrics": result.metrics,
+        "training_metrics": record.get("metrics"),
+        "per_class": result.per_class,
+        "eval_data": {"fingerprint": result.data_fingerprint, "samples": result.samples,
+                      "data": trained.run_config["data"].get("path") or trained.run_config["data"]["_target_"]},
+        "data_version": record.get("data_version"),
+        "git": {k: v for k, v in (record.get("git") or {}).items() if k != "diff"} or None,
+        "run_wandb": record.get("wandb"),
+    }
+    card = {"name": name, **entry, "run_record": record}
+    (version_dir / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+    entry["dvc_file"] = dvc_add(version_dir)
+    if wandb_log:
+        project = (record.get("wandb") or {}).get("project")
+        entry["wandb"] = log_wandb_artifact(name, version_dir, [wandb_alias(number), "latest"],
+                                            {k: entry[k] for k in ("version", "run_dir", "metrics", "eval_data")}, project, registry.root)
+    model["versions"].append(entry)
+    model["history"].append({"at": entry["registered_at"], "event": "registered", "version": number})
+    registry.save()
+    return entry
+
+
+def compare_with_stage(registry: Registry, name: str, candidate: dict[str, Any], stage: str,
+                       kpis: list[KPI]) -> tuple[Judgement, dict[str, Any] | None, dict[str, float] | None, str]:
+    """Judge ``candidate`` against the version holding ``stage``, on the candidate's test data.
+
+    Returns (judgement, holder entry, holder metrics on that data, how they were obtained)."""
+    holder = registry.stage_holder(name, stage)
+    if holder is None:
+        return judge(kpis, candidate["metrics"], None), None, None, f"the candidate's test data; no model holds {stage!r} yet"
+    if holder["version"] == candidate["version"]:
+        raise ConfigError(f"{name} v{candidate['version']} already holds stage {stage!r}.")
+    if holder["eval_data"]["fingerprint"] == candidate["eval_data"]["fingerprint"]:
+        reference, how = holder["metrics"], f"recorded metrics, same test data ({candidate['eval_data']['fingerprint']})"
+    else:  # other test data: evaluate the stage holder on the candidate's test split
+        trained = evaluation.load_trained(registry.version_dir(name, holder["version"]) / MODEL_FILE)
+        x, y = _candidate_test(registry, name, candidate)
+        reference = evaluation.evaluate(trained, x, y).metrics
+        how = f"re-evaluated v{holder['version']} on the candidate's test data ({candidate['eval_data']['fingerprint']})"
+    return judge(kpis, candidate["metrics"], reference), holder, reference, how
+
+
+def _candidate_test(registry: Registry, name: str, candidate: dict[str, Any]):
+    trained = evaluation.load_trained(registry.version_dir(name, candidate["version"]) / MODEL_FILE)
+    x, y = evaluation.raw_splits(trained.run_config["data"])["test"]
+    if evaluation.fingerprint(x, y) != candidate["eval_data"]["fingerprint"]:
+        raise ConfigError(f"{name} v{candidate['version']}: its test data changed since registration "
+                          f"({candidate['eval_data']['data']}); register the run again on the current data.")
+    return x, y
+
+
+def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None = None,
+            kpis: list[KPI] | None = None, wandb_log: bool = True) -> tuple[Judgement, str]:
+    """Give ``stage`` to the version ``spec`` names if it beats the current holder; else raise
+    :class:`PromotionRefused` carrying the comparison."""
+    from expkit.registry.kpis import load_kpis
+
+    kpis = kpis or load_kpis()
+    registry = Registry(root)
+    name, candidate = registry.find(spec, name)
+    judgement, holder, _, how = compare_with_stage(registry, name, candidate, stage, kpis)
+    model = registry.model(name)
+    event = {"at": _now(), "event": f"promote to {stage}", "version": candidate["version"],
+             "against": holder and holder["version"], "compared_on": how, "passed": judgement.passed,
+             "reasons": judgement.reasons}
+    model["history"].append(event)
+    if not judgement.passed:
+        registry.save()
+        exc = PromotionRefused(f"{name} v{candidate['version']} was not promoted to {stage}: " + "; ".join(judgement.reasons))
+        exc.judgement, exc.how = judgement, how  # type: ignore[attr-defined]
+        raise exc
+    model["stages"][stage] = candidate["version"]
+    if wandb_log and candidate.get("wandb"):
+        version_dir = registry.version_dir(name, candidate["version"])
+        # The same files give the same artifact version: W&B moves the alias onto it (and, as W&B
+        # always does when logging, "latest" too).
+        candidate["wandb_promotion"] = log_wandb_artifact(name, version_dir, [wandb_alias(candidate["version"]), stage], {"stage": stage},
+                                                          candidate["wandb"].get("project"), registry.root)
+    registry.save()
+    return judgement, how
+
+
+def _now() -> str:
+    from expkit.tracking.record import now
+
+    return now()
