@@ -3,6 +3,12 @@
     expkit train model=cnn data=digits     # same as python train.py ...
     expkit eval ckpt_path=...              # same as python eval.py ...
     expkit validate model=cnn data=wine    # fail before launch: check the config, run nothing
+    expkit runs logs --where model.net._target_=expkit.models.nets.CNN
+    expkit compare RUN_A RUN_B
+    expkit reproduce RUN_DIR               # same config, new directory; refuses if code/data differ
+    expkit resume RUN_DIR                  # continue an interrupted run where it stopped
+    expkit register RUN_DIR --name digits  # a model version; expkit promote RUN_DIR --stage production
+    expkit export RUN_DIR --format onnx    # expkit predict ckpt_path=... data.path=new.csv
     expkit --version
 """
 
@@ -12,28 +18,41 @@ import sys
 from collections.abc import Callable
 
 
-def _train() -> Callable[[], None]:
-    from expkit.tasks.train import main
+def _hydra_task(module: str, name: str) -> Callable[[list[str]], None]:
+    def run(args: list[str]) -> None:
+        import importlib
 
-    return main
+        sys.argv = [f"expkit-{name}", *args]  # Hydra reads its overrides from sys.argv
+        importlib.import_module(module).main()
 
-
-def _eval() -> Callable[[], None]:
-    from expkit.tasks.eval import main
-
-    return main
+    return run
 
 
-def _validate() -> Callable[[], None]:
-    from expkit.config.command import main
+def _command(module: str, name: str) -> Callable[[list[str]], None]:
+    def run(args: list[str]) -> None:
+        import importlib
 
-    return main
+        importlib.import_module(module).main(args, name)
+
+    return run
 
 
-COMMANDS: dict[str, tuple[Callable[[], Callable[[], None]], str]] = {
-    "train": (_train, "train a model (Hydra overrides follow, see `expkit train --help`)"),
-    "eval": (_eval, "evaluate a checkpoint on the test split (ckpt_path=...)"),
-    "validate": (_validate, "check a config (overrides, -m sweeps) without running it; exit 2/3 on errors"),
+# name -> (runs the command with its arguments, one line of help)
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "train": (_hydra_task("expkit.tasks.train", "train"), "train a model (Hydra overrides follow, see `expkit train --help`)"),
+    "eval": (_hydra_task("expkit.tasks.eval", "eval"), "evaluate a checkpoint on the test split (ckpt_path=...)"),
+    "validate": (_command("expkit.config.command", "validate"), "check a config (overrides, -m sweeps) without running it; exit 2/3 on errors"),
+    "runs": (_command("expkit.tracking.browse", "runs"), "list runs under a folder (default logs/), newest first, with filters"),
+    "compare": (_command("expkit.tracking.browse", "compare"), "config and metric differences of two runs"),
+    "reproduce": (_command("expkit.tasks.rerun", "reproduce"), "re-run a recorded run with exactly its config, into a new run directory"),
+    "resume": (_command("expkit.tasks.rerun", "resume"), "continue an interrupted run in its own directory from its last checkpoint"),
+    "predict": (_hydra_task("expkit.tasks.predict", "predict"), "predict new inputs with a checkpoint (ckpt_path=... data.path=...), writes a CSV"),
+    "register": (_command("expkit.registry.commands", "register"), "register a run's best checkpoint as a model version (DVC + W&B artifact)"),
+    "promote": (_command("expkit.registry.commands", "promote"), "give a version a stage (production) if it beats the holder on the KPIs"),
+    "models": (_command("expkit.registry.commands", "models"), "list registered models: versions, stages, KPI metrics"),
+    "export": (_command("expkit.registry.commands", "export"), "export a run to ONNX/TorchScript, checked against the model on the test split"),
+    "report": (_command("expkit.registry.commands", "report"), "new model vs production: KPIs, per-class metrics, drift, promotion verdict"),
+    "drift": (_command("expkit.registry.commands", "drift"), "new data's feature statistics vs a registered model's training data"),
 }
 
 
@@ -61,9 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"expkit: unknown command '{args[0]}'.{hint}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    task_main = COMMANDS[args[0]][0]()
-    sys.argv = [f"expkit-{args[0]}", *args[1:]]  # Hydra reads its overrides from sys.argv
-    task_main()
+    COMMANDS[args[0]][0](args[1:])
 
 
 if __name__ == "__main__":

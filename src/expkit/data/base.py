@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from expkit.errors import ConfigError, DataError
+from expkit.reproducibility import EpochSeededSampler
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -55,7 +56,8 @@ class ArrayDataModule(pl.LightningDataModule):
         test_fraction: share held out for testing.
         split_seed: seed of the train/val/test split; independent of the training seed so every
             run of a sweep is tested on the same samples.
-        shuffle_seed: seed of the training-order generator (``null``: 0).
+        shuffle_seed: seed of the training order; epoch ``e`` is shuffled with ``shuffle_seed + e``
+            so a resumed run sees the same order (``null``: 0).
         num_workers: DataLoader worker processes (0 loads in the training process).
         standardize: scale features to zero mean and unit variance with train-split statistics.
         processed_dir: read the splits that the DVC ``prepare`` stage saved there (memory-mapped
@@ -178,12 +180,11 @@ class ArrayDataModule(pl.LightningDataModule):
             raise DataError(f"{spec.name}: the training split is empty.")
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+        dataset = self.datasets[stage]
         return DataLoader(
-            self.datasets[stage],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochSeededSampler(dataset, self.shuffle_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

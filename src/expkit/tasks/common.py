@@ -70,40 +70,66 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-def hydra_job() -> tuple[Path, str | None]:
-    """The job's run directory and, in a multirun, the sweep's name (the W&B group)."""
+def hydra_job() -> tuple[Path, str | None, list[str]]:
+    """The job's run directory, the sweep's name in a multirun (the W&B group), and the overrides."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
     group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    return Path(hc.runtime.output_dir), group
+    return Path(hc.runtime.output_dir), group, list(hc.overrides.task)
+
+
+def process_rank() -> int:
+    """This process's global rank, from the variables DDP launchers set (0 when not distributed)."""
+    import os
+
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
 
 
 def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
-    """Run ``task`` in Hydra's run directory; finish W&B whatever happens; expected errors exit
-    with their code and a one-line message (``HYDRA_FULL_ERROR=1`` shows the traceback)."""
+    """Run ``task`` in Hydra's run directory with its run record (``run.json``); finish W&B whatever
+    happens; expected errors exit with their code and a one-line message (``HYDRA_FULL_ERROR=1``
+    shows the traceback)."""
     import os
 
-    run_dir, group = hydra_job()
+    from expkit.tracking.record import RunRecord
+
+    run_dir, group, overrides = hydra_job()
     if group is not None:  # a multirun job: refuse in-process DDP, honour fail_fast, skip done jobs
         from expkit.launching.sweep import before_job
 
         earlier = before_job(cfg)
         if earlier is not None:
             return earlier
-    wandb_tracking.configure_run(run_name=run_dir.name if group is None else f"{group}/{run_dir.name}", group=group)
-    exit_code = 1
+    # Only rank zero keeps the record; DDP ranks share the directory.
+    record = RunRecord.start(run_dir, resolved(cfg), overrides, task=cfg.task_name) if process_rank() == 0 else None
+    wandb_tracking.configure_run(
+        run_name=run_dir.name if group is None else f"{group}/{run_dir.name}",
+        group=group,
+        resume_id=record.wandb_id if record else None,
+    )
+    exit_code, error, result = 1, None, None
     try:
         result = task(cfg, run_dir)
         exit_code = 0
         return result
     except ExpkitError as exc:
-        exit_code = exc.exit_code
+        exit_code, error = exc.exit_code, f"{type(exc).__name__}: {exc}"
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or group is not None:
             raise  # in a multirun the sweep records the failure and goes on (never exit)
-        log.error("%s: %s", type(exc).__name__, exc)
+        log.error("%s", error)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
+        if record is not None:
+            record.note_wandb()
+            record.finish("completed" if exit_code == 0 else "failed", metrics=result, error=error)
+            record.attach_to_wandb()
         wandb_tracking.finish_run(exit_code)

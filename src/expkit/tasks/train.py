@@ -1,7 +1,8 @@
 """Train a model: ``python train.py model=cnn data=digits trainer.max_epochs=20``.
 
 compose (Hydra) -> seed -> data spec -> check model fits data -> build model, trainer, loggers,
-callbacks -> fit -> validate and test the best checkpoint -> write metrics.json.
+callbacks -> fit (resuming from the run directory's last checkpoint if it has one) -> validate and
+test the best checkpoint -> write metrics.json and the learning curves.
 Returns the monitored metric, so Hydra sweepers can optimize it.
 """
 
@@ -24,8 +25,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from expkit.models import check_model_fits_data
+    from expkit.models.checkpoint import load_checkpoint
+    from expkit.reproducibility import EpochSeeder
     from expkit.tracking.data_version import describe_data_version, write_data_version
-    from expkit.tracking.files import write_metrics, write_resolved_config
+    from expkit.tracking.files import resumable_checkpoint, write_metrics, write_resolved_config
+    from expkit.tracking.history import EpochHistory
+    from expkit.tracking.plots import plot_learning_curves
+    from expkit.tracking.record import note_run
 
     validate(cfg, task="train")  # fail before launch: every bad input, one clear error (issue 6)
     config = resolved(cfg)
@@ -40,16 +46,31 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
     model.run_config = config
 
-    trainer = build_trainer(cfg, run_dir, callbacks=build_callbacks(cfg.get("callbacks"), run_dir))
+    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    if not any(isinstance(c, EpochHistory) for c in callbacks):
+        callbacks.append(EpochHistory())  # learning curves belong to every run's record
+    if cfg.seed is not None:
+        callbacks.append(EpochSeeder(cfg.seed))  # a resumed run repeats the uninterrupted one
+    trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
     # The DVC hash of the files the data comes from ties this run to its data version.
     data_version = describe_data_version(datamodule.data_files(), spec.name)
-    for logger in trainer.loggers:
-        logger.log_hyperparams({**config, "data_version": data_version})
     if trainer.is_global_zero:
         write_resolved_config(run_dir, config)
         write_data_version(run_dir, data_version)
+    for logger in trainer.loggers:  # the first use of W&B starts its run
+        logger.log_hyperparams({**config, "data_version": data_version})
+    provenance = note_run(run_dir, data_version=data_version) if trainer.is_global_zero else {}
+    if provenance:
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"provenance": provenance})
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=not cfg.get("trust_checkpoint", False))
+    # A directory that already holds checkpoints is an interrupted run (resume, SLURM requeue).
+    ckpt_path = cfg.get("ckpt_path") or resumable_checkpoint(run_dir)
+    if ckpt_path:
+        if not cfg.get("ckpt_path"):  # validation checked ckpt_path; a kill may have truncated this one
+            load_checkpoint(ckpt_path, trust=cfg.get("trust_checkpoint", False), key="checkpoints/last.ckpt")
+        log.info("Resuming from %s", ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.get("trust_checkpoint", False))
 
     # Validate and test the best checkpoint (the current weights when none was kept).
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -60,6 +81,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)
+        plot_learning_curves(run_dir)
         log.info("Metrics: %s (best checkpoint: %s)", {k: round(float(v), 4) for k, v in metrics.items()}, best or "none")
     return metrics
 

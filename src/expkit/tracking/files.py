@@ -38,3 +38,9 @@ def write_resolved_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
     path = Path(run_dir) / RESOLVED_CONFIG_FILE
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(dict(config))))
     return path
+
+
+def resumable_checkpoint(run_dir: Path) -> str | None:
+    """``<run_dir>/checkpoints/last.ckpt`` when the directory holds an interrupted run."""
+    last = Path(run_dir) / CHECKPOINT_DIR / "last.ckpt"
+    return str(last) if last.is_file() else None

@@ -26,6 +26,13 @@ class EpochHistory(pl.Callback):
         self.filename = filename
         self.rows: list[dict[str, float]] = []
 
+    # The rows travel in checkpoints, so a resumed run keeps the curves of its earlier segments.
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return

@@ -22,8 +22,9 @@ def logged_in() -> bool:
         return False
 
 
-def configure_run(run_name: str, group: str | None) -> None:
-    """Set W&B's defaults for this job: offline unless chosen otherwise, its name and sweep group."""
+def configure_run(run_name: str, group: str | None, resume_id: str | None = None) -> None:
+    """Set W&B's defaults for this job: offline unless chosen otherwise, its name and sweep group,
+    and the id of the W&B run to continue when the job resumes a recorded run."""
     if "WANDB_MODE" not in os.environ and not logged_in():
         os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -32,6 +33,11 @@ def configure_run(run_name: str, group: str | None) -> None:
         os.environ["WANDB_RUN_GROUP"] = group
     else:
         os.environ.pop("WANDB_RUN_GROUP", None)
+    if resume_id:
+        os.environ.update(WANDB_RUN_ID=resume_id, WANDB_RESUME="allow")
+    else:
+        os.environ.pop("WANDB_RUN_ID", None)
+        os.environ.pop("WANDB_RESUME", None)
 
 
 def finish_run(exit_code: int) -> None:
