@@ -201,6 +201,7 @@ class SweepRecorder(Callback):
             "config_hash": config_hash(_job_config(config)),
             "job_dir": os.path.relpath(job_dir, sweep_dir),
             "sweep_dir": str(sweep_dir.resolve()),
+            "job_id": str(config.hydra.job.id),  # the SLURM array task under launcher=slurm
             "host": os.uname().nodename,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started": time.time(),

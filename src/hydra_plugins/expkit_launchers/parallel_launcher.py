@@ -11,10 +11,11 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -30,13 +31,13 @@ log = logging.getLogger(__name__)
 class ParallelLauncherConf:
     _target_: str = "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher"
     # Worker processes; null: one per GPU group when GPUs are visible, else one per CPU core.
-    n_jobs: Optional[int] = None
+    n_jobs: int | None = None
     # GPUs each worker sees (CUDA_VISIBLE_DEVICES); 0 hides every GPU from the jobs.
     gpus_per_job: int = 1
     # Allow more workers than GPU groups: groups are then shared round-robin.
     share_gpus: bool = False
     # torch/OpenMP threads in each worker; null: CPU cores // workers (at least 1).
-    threads_per_job: Optional[int] = None
+    threads_per_job: int | None = None
 
 
 # No ``from __future__ import annotations`` here: Hydra imports plugins without registering them in

@@ -21,9 +21,11 @@ then (define-by-run: TPE samples them only in those trials).
 import logging
 import math
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -48,7 +50,7 @@ class OptunaSweeperConf:
     # The study's name in its storage; a new name starts a new study.
     study_name: str = "expkit"
     # Any SQLAlchemy URL; null: sqlite file optuna.db in the sweep directory.
-    storage: Optional[str] = None
+    storage: str | None = None
     # minimize/maximize (or min/max, as monitor.mode says).
     direction: str = "minimize"
     # Trials in the whole study (all workers, all runs) after which a worker stops asking.
@@ -62,15 +64,15 @@ class OptunaSweeperConf:
     heartbeat_interval: int = 30
     grace_period: int = 120
     # key -> Hydra sweep expression, e.g. model.optimizer.lr: tag(log, interval(1e-4, 1e-1)).
-    params: Dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
     # "key=value" of a sampled param -> params sampled only when it has that value.
-    conditional_params: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    conditional_params: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="expkit_optuna", node=OptunaSweeperConf, provider="expkit")
 
 
-def storage_url(storage: Optional[str], sweep_dir: Path) -> str:
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return storage or f"sqlite:///{(Path(sweep_dir) / STORAGE_FILE).resolve()}"
 
 
@@ -112,20 +114,20 @@ def suggest(trial: Any, name: str, override: Override) -> str:
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, study_name: str = "expkit", storage: Optional[str] = None, direction: str = "minimize",
+    def __init__(self, study_name: str = "expkit", storage: str | None = None, direction: str = "minimize",
                  n_trials: int = 20, n_jobs: int = 1, sampler: Any = None, pruner: Any = None,
                  heartbeat_interval: int = 30, grace_period: int = 120,
-                 params: Optional[Dict[str, str]] = None,
-                 conditional_params: Optional[Dict[str, Dict[str, str]]] = None) -> None:
+                 params: dict[str, str] | None = None,
+                 conditional_params: dict[str, dict[str, str]] | None = None) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = dict(params or {})
         self.conditional = {k: dict(v) for k, v in (conditional_params or {}).items()}
-        self.config: Optional[DictConfig] = None
+        self.config: DictConfig | None = None
         self.launcher: Any = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -135,7 +137,7 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     # --- the search ----------------------------------------------------------------------------
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         import warnings
 
         import optuna
@@ -150,8 +152,8 @@ class OptunaSweeper(Sweeper):
 
         parser = OverridesParser.create()
         space = {key: parser.parse_override(f"{key}={value}") for key, value in self.params.items()}
-        fixed: List[str] = []
-        pinned: Dict[str, str] = {}
+        fixed: list[str] = []
+        pinned: dict[str, str] = {}
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
             if override.is_sweep_override():  # a sweep on the command line joins the search space
@@ -166,11 +168,20 @@ class OptunaSweeper(Sweeper):
         }
 
         url = storage_url(self.storage, sweep_dir)
-        storage = make_storage(url, self.heartbeat_interval, self.grace_period)
-        study = optuna.create_study(
-            study_name=self.study_name, storage=storage, load_if_exists=True,
-            direction=optuna_direction(self.direction), pruner=_build(self.pruner_cfg) or optuna.pruners.NopPruner(),
-        )
+        for attempt in range(3):  # workers starting together race to create the tables and the study
+            try:
+                storage = make_storage(url, self.heartbeat_interval, self.grace_period)
+                study = optuna.create_study(
+                    study_name=self.study_name, storage=storage, load_if_exists=True,
+                    direction=optuna_direction(self.direction),
+                    pruner=_build(self.pruner_cfg) or optuna.pruners.NopPruner(),
+                )
+                break
+            except Exception as exc:
+                if attempt == 2 or "ConfigError" in type(exc).__name__:
+                    raise
+                log.warning("Opening study '%s' failed (%s); retrying", self.study_name, exc)
+                time.sleep(1 + attempt)
         # A seeded sampler would draw the same parameters again in every resumed run: offset its seed
         # by the trials the study already has (same command, same study, same draws).
         sampler_cfg = OmegaConf.create(self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
@@ -193,13 +204,13 @@ class OptunaSweeper(Sweeper):
             with _Heartbeats(storage, [t._trial_id for t in trials], self.heartbeat_interval):
                 results = self.launcher.launch(batch, initial_job_idx=next_job)
             next_job += n
-            for trial, overrides, ret in zip(trials, batch, results):
+            for trial, overrides, ret in zip(trials, batch, results, strict=True):
                 self._tell(study, trial, overrides, ret)
 
         return self._report(study, sweep_dir, url)
 
-    def _overrides(self, trial: Any, space: Dict[str, Override], conditional: Dict[str, Dict[str, Override]],
-                   fixed: Sequence[str], pinned: Dict[str, str]) -> List[str]:
+    def _overrides(self, trial: Any, space: dict[str, Override], conditional: dict[str, dict[str, Override]],
+                   fixed: Sequence[str], pinned: dict[str, str]) -> list[str]:
         chosen = {key: suggest(trial, key, override) for key, override in space.items()}
         for condition, params in conditional.items():
             key, _, value = condition.partition("=")
@@ -211,7 +222,7 @@ class OptunaSweeper(Sweeper):
         return [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
                 f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}"]
 
-    def _tell(self, study: Any, trial: Any, overrides: List[str], ret: Any) -> None:
+    def _tell(self, study: Any, trial: Any, overrides: list[str], ret: Any) -> None:
         from optuna.trial import TrialState
 
         value = ret._return_value
@@ -229,12 +240,12 @@ class OptunaSweeper(Sweeper):
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d failed (%s); the search goes on", trial.number, reason.splitlines()[0][:300])
 
-    def _report(self, study: Any, sweep_dir: Path, url: str) -> Dict[str, Any]:
+    def _report(self, study: Any, sweep_dir: Path, url: str) -> dict[str, Any]:
         from optuna.trial import TrialState
 
         counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
                   for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
-        results: Dict[str, Any] = {"study_name": self.study_name, "storage": _safe_url(url),
+        results: dict[str, Any] = {"study_name": self.study_name, "storage": _safe_url(url),
                                    "direction": study.direction.name.lower(), "trials": counts}
         if counts["complete"]:
             best = study.best_trial
