@@ -90,6 +90,10 @@ def process_rank() -> int:
     return 0
 
 
+# A job stopped from outside (SLURM requeue, Ctrl-C) is interrupted, not failed: resume continues it.
+INTERRUPTIONS = ("SystemExit", "KeyboardInterrupt")
+
+
 def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     """Run ``task`` in Hydra's run directory with its run record (``run.json``); finish W&B whatever
     happens; expected errors exit with their code and a one-line message (``HYDRA_FULL_ERROR=1``
@@ -130,6 +134,7 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     finally:
         if record is not None:
             record.note_wandb()
-            record.finish("completed" if exit_code == 0 else "failed", metrics=result, error=error)
+            status = "completed" if exit_code == 0 else "interrupted" if error and error.startswith(INTERRUPTIONS) else "failed"
+            record.finish(status, metrics=result, error=error)
             record.attach_to_wandb()
         wandb_tracking.finish_run(exit_code)

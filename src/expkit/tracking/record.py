@@ -206,7 +206,10 @@ class RunRecord:
         """Save ``run.json`` with the active W&B run (uploaded with it, or on ``wandb sync``)."""
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None:
-            wandb.run.save(str(self.path), base_path=str(self.run_dir), policy="now")
+            try:
+                wandb.run.save(str(self.path), base_path=str(self.run_dir), policy="now")
+            except (ConnectionError, OSError):  # W&B's service died with an interrupted job
+                pass
 
     def finish(self, status: str, metrics: dict[str, float] | None = None, error: str | None = None) -> None:
         self.reload()

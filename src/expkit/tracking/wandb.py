@@ -47,4 +47,11 @@ def finish_run(exit_code: int) -> None:
 
     wandb = sys.modules.get("wandb")  # never import wandb just to learn nothing was logged
     if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=exit_code)
+        try:
+            wandb.finish(exit_code=exit_code)
+        except (ConnectionError, OSError) as exc:
+            # An interrupted job (SLURM requeue, kill) may have lost W&B's service process: the
+            # offline log is already on disk, and the job's own outcome must not be masked.
+            import logging
+
+            logging.getLogger("expkit").warning("W&B could not finish the run cleanly: %s", exc)
