@@ -92,6 +92,10 @@ def test_judge_rule():
 def test_register_promote_the_better_refuse_the_worse(work):
     root = work["root"]
     good = register(work["good"], "digits", root / "registry")  # with a W&B model artifact (offline)
+    import wandb
+
+    wandb.teardown()  # stop this process's W&B service: later subprocesses must not attach to it (WANDB_SERVICE)
+    assert "WANDB_SERVICE" not in os.environ
     expkit(root, "register", str(work["poor"]), "--name", "digits")
     registry = Registry(root / "registry")
     poor = registry.version("digits", 2)
