@@ -264,3 +264,15 @@ def test_new_data_version_retrain_report_drift_promote(tmp_path):
 def test_kpis_follow_the_config_overrides():
     kpis = load_kpis(["kpis.accuracy.at_least=0.99"])
     assert kpis[0].at_least == 0.99
+
+
+def test_drift_flags_only_the_features_that_moved():
+    from expkit.registry.drift import drift
+    from expkit.registry.evaluation import feature_stats
+
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((500, 4)) * [1, 10, 1, 0] + [0, 5, 0, 2]  # the last feature is constant
+    new = rng.standard_normal((200, 4)) * [1, 10, 3, 0] + [2, 5, 0, 2]    # a shifts by 2 sd, c widens 3x
+    result = drift(feature_stats(train), feature_stats(new), threshold=0.5, names=["a", "b", "c", "d"])
+    assert [row["feature"] for row in result["moved"]] == ["a", "c"]
+    assert not drift(feature_stats(train), feature_stats(new[:, :3]))["comparable"]
