@@ -51,7 +51,8 @@ def test_two_optuna_workers_share_one_postgresql_study(tmp_path):
         study = optuna.load_study(study_name=study_name, storage=url)
         # Each worker stops asking once the study has 4 trials (one more at most if both ask at once).
         assert 4 <= len(study.trials) <= 5
-        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        states = {t.state.name for t in study.trials}
+        assert "COMPLETE" in states and states <= {"COMPLETE", "PRUNED"}  # the median pruner may stop one
         ran = [{int(r["trial"]) for r in read_summary(tmp_path / f"worker{i}")} for i in range(2)]
         assert all(ran), f"both workers must run trials of the shared study, got {ran}"
         assert not ran[0] & ran[1] and ran[0] | ran[1] == {t.number for t in study.trials}

@@ -47,6 +47,12 @@ def test_grid_sweep_records_failures_goes_on_and_relaunch_skips_completed(tmp_pa
     assert str(sweep / "0") in again[0]["note"]
     assert not (second / "0" / "metrics.json").exists(), "a skipped job must not train"
 
+    # Into the first sweep's own directory: its completed jobs stay as they were.
+    finished = read_record(sweep / "0")["finished"]
+    run_cli("train.py", *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    assert [r["status"] for r in read_summary(sweep)] == ["completed", "failed", "completed", "failed"]
+    assert read_record(sweep / "0")["finished"] == finished
+
 
 def test_fail_fast_cancels_the_jobs_after_the_first_failure(tmp_path):
     proc = run_cli("train.py", "-m", "model.optimizer.lr=-1,0.003,0.001", *FAST,

@@ -177,6 +177,7 @@ class SweepRecorder(Callback):
         self.fail_fast = fail_fast
         self.skip_completed = skip_completed
         self.record: dict[str, Any] | None = None
+        self.done_here = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Checked once on the master config before any job starts; before_job checks each job.
@@ -206,7 +207,13 @@ class SweepRecorder(Callback):
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started": time.time(),
         }
-        if rank_zero():
+        # Re-launched into the same sweep directory: a job that completed here stays as it is.
+        previous = read_record(job_dir)
+        self.done_here = bool(self.skip_completed and previous and previous.get("status") == "completed"
+                              and previous.get("config_hash") == self.record["config_hash"])
+        if self.done_here:
+            self.record = previous
+        elif rank_zero():
             write_record(job_dir, self.record)
             update_summary(sweep_dir)
 
@@ -217,6 +224,9 @@ class SweepRecorder(Callback):
         if self.record is None:
             return
         record, self.record, _active = self.record, None, None
+        if self.done_here:
+            log.info("Job %s had already completed in %s", record["job"], config.hydra.runtime.output_dir)
+            return
         if record["status"] == "running":
             value = job_return._return_value
             if job_return.status == JobStatus.COMPLETED:
@@ -260,18 +270,25 @@ def before_job(cfg: DictConfig) -> dict[str, Any] | None:
     if (sweep_dir / STOP_FILE).exists():
         record.update(status="cancelled", error=f"not run: {(sweep_dir / STOP_FILE).read_text().strip()} (fail_fast)")
         raise SweepStopped(f"the sweep stopped at the first failure ({(sweep_dir / STOP_FILE).read_text().strip()})")
+    here = (sweep_dir / record["job_dir"]).resolve()
+    if recorder.done_here:
+        return _metrics_of(here, record)
     if not recorder.skip_completed:
         return None
-    here = (sweep_dir / record["job_dir"]).resolve()
     for path in sorted(sweep_dir.parent.glob(f"*/*/{RECORD_FILE}")):
         earlier = read_record(path.parent)
         if (earlier and earlier["status"] == "completed" and earlier["config_hash"] == record["config_hash"]
                 and path.parent.resolve() != here):
             record.update(status="skipped", value=earlier["value"], source=str(path.parent.resolve()))
             log.info("Skipping job %s: the same config completed in %s", record["job"], path.parent)
-            metrics_file = path.parent / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-            if record["metric"]:
-                metrics[record["metric"]] = earlier["value"]
-            return metrics
+            return _metrics_of(path.parent, earlier)
     return None
+
+
+def _metrics_of(job_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a completed job returned: its metrics.json, with the recorded optimized value."""
+    metrics_file = Path(job_dir) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    if record.get("metric"):
+        metrics[record["metric"]] = record["value"]
+    return metrics
