@@ -14,10 +14,12 @@ from pathlib import Path
 
 
 class StepClock:
-    """Wall-clock timestamps (``time.time()``, comparable across processes) of each training step."""
+    """Wall-clock timestamps (``time.time()``, comparable across processes) of each training step,
+    and the process's CPU time (``time.process_time()``) at its end: on a loaded machine CPU time
+    stays comparable where wall time does not."""
 
     def __init__(self) -> None:
-        self.steps: list[tuple[int, float, float]] = []  # (epoch, step start, step end)
+        self.steps: list[tuple[int, float, float, float]] = []  # (epoch, start, end, CPU time at end)
         self.extra: dict = {}
         self._start: float | None = None
 
@@ -25,7 +27,8 @@ class StepClock:
         self._start = time.time()
 
     def end(self, epoch: int) -> None:
-        self.steps.append((epoch, self._start if self._start is not None else time.time(), time.time()))
+        end = time.time()
+        self.steps.append((epoch, self._start if self._start is not None else end, end, time.process_time()))
         self._start = None
 
     def write(self, path: str | os.PathLike | None = None) -> Path | None:

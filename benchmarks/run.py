@@ -51,7 +51,8 @@ VARIANTS = {
     "c_no_wandb": "python train.py logger=none (what W&B costs; not run unless asked for with --variants)",
 }
 DEFAULT_VARIANTS = ("a", "a_prefetched", "b", "c")
-STEP_METRICS = ("wall_s", "first_step_s", "step_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
+RATIO_KEYS = ("wall_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms")
+STEP_METRICS = ("wall_s", "cpu_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
                 "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
 STARTUP = {
     "python": ["-c", "pass"],
@@ -105,23 +106,30 @@ def run_process(argv: list[str], cwd: Path, env: dict, log: Path, gpu: bool = Fa
         sampler.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}; log: {log}\n{log.read_text()[-3000:]}")
-    return {"t0": t0, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "sampler": sampler}
+    return {"t0": t0, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "sampler": sampler}
 
 
 def step_metrics(timing: dict, warmup: int) -> dict:
     """Steady-state numbers from the raw step timestamps (the same code for every variant)."""
     steps = timing["steps"]
-    intervals, inside = [], []
+    intervals, inside, cpu = [], [], []
     for i in range(max(1, warmup), len(steps)):
-        (e0, _, end0), (e1, start1, end1) = steps[i - 1], steps[i]
+        (e0, _, end0, *cpu0), (e1, start1, end1, *cpu1) = steps[i - 1], steps[i]
         if e0 == e1:  # consecutive steps of one epoch
             intervals.append(end1 - end0)
             inside.append(end1 - start1)
+            if cpu0 and cpu1:
+                cpu.append(cpu1[0] - cpu0[0])
     out = {"steps": len(steps), "first_step_s": steps[0][2] - timing["t0"] if steps else None}
+    if steps and len(steps[0]) > 3:
+        out["first_step_cpu_s"] = steps[0][3]
     if intervals:
         step = sum(intervals) / len(intervals)
         out.update(step_ms=1000 * step, outside_step_ms=1000 * (step - sum(inside) / len(inside)),
                    steps_per_s=1 / step)
+        if cpu:
+            out["step_cpu_ms"] = 1000 * sum(cpu) / len(cpu)
         if timing.get("batch_size"):
             out["samples_per_s"] = timing["batch_size"] / step
     if timing.get("cuda_peak_bytes") is not None:
@@ -184,33 +192,35 @@ def markdown(result: dict) -> str:
         lines += [f"## {name}: {w['description']}", "",
                   f"batch {w['batch_size']}, {w['epochs']} epochs, {fmt(wres['variants']['c']['steps'], 0)} "
                   "training steps, seed 42", "",
-                  "| variant | wall s | first step s | step ms | outside step ms | samples/s | peak RSS MB |"
-                  + (" CUDA peak MB | GPU util % |" if gpu else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
+                  "| variant | wall s | first step s | first step CPU s | step ms | step CPU ms | outside step ms "
+                  "| samples/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
         for variant, v in wres["variants"].items():
-            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['first_step_s'])} | {fmt(v['step_ms'], 3)} | "
-                   f"{fmt(v['outside_step_ms'], 3)} | {fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
+            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
+                   f"{fmt(v['step_ms'], 3)} | {fmt(v['step_cpu_ms'], 3)} | {fmt(v['outside_step_ms'], 3)} | "
+                   f"{fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
             if gpu:
                 row += f" {fmt(v['cuda_peak_mb'], 0)} | {fmt(v['gpu_util_pct'], 0)} |"
             lines.append(row)
         r = wres["ratios"]
-        lines += ["", "| ratio (medians) | wall | first step | step time |", "|---|---|---|---|"]
+        lines += ["", "| ratio (medians) | wall | first step | first step CPU | step time | step CPU time |",
+                  "|---|---|---|---|---|---|"]
         for key in ("c/a", "c/b"):
-            lines.append(f"| {key} | " + " | ".join(_x(r[key][k]) for k in ("wall_s", "first_step_s", "step_ms")) + " |")
+            lines.append(f"| {key} | " + " | ".join(_x(r[key][k]) for k in RATIO_KEYS) + " |")
         lines.append("")
     s = result["startup"]
-    lines += ["## Start-up", "", "| command | seconds |", "|---|---|"]
-    lines += [f"| `{' '.join(STARTUP[k])}` | {fmt(s[k])} |" for k in STARTUP if k in s]
+    cpu = result.get("startup_cpu", {})
+    lines += ["## Start-up", "", "| command | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| `python {' '.join(STARTUP[k])}` | {fmt(s[k])} | {fmt(cpu.get(k))} |" for k in STARTUP if k in s]
     d = result["startup_deltas"]
-    lines += ["", "| comparison | seconds | target |", "|---|---|---|",
-              f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_s(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
-              f"| `train.py --help` - bare Hydra `--help` | {_s(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
-    for name, delta in d.get("first_step_over_imports", {}).items():
-        lines.append(f"| {name}: first step (c) - `import torch, pytorch_lightning` | {_s(delta)} | <= 1 |")
-    for name, delta in d.get("first_step_over_imports_wandb", {}).items():
-        lines.append(f"| {name}: first step (c) - `import torch, pytorch_lightning, wandb` | {_s(delta)} | |")
-    for name, delta in d.get("plain_lightning_first_step_over_imports", {}).items():
-        lines.append(f"| {name}: first step (b) - `import torch, pytorch_lightning` | {_s(delta)} | |")
+    lines += ["", "| comparison | wall s | CPU s | target |", "|---|---|---|---|",
+              f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_d(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
+              f"| `train.py --help` - bare Hydra `--help` | {_d(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
+    for key, label, target in (("first_step_over_imports", "first step (c) - `import torch, pytorch_lightning`", "<= 1"),
+                               ("first_step_over_imports_wandb", "first step (c) - `import torch, pytorch_lightning, wandb`", ""),
+                               ("plain_lightning_first_step_over_imports", "first step (b) - `import torch, pytorch_lightning`", "")):
+        for name, delta in d.get(key, {}).items():
+            lines.append(f"| {name}: {label} | {_d(delta)} | {target} |")
     lines += ["", "Variants: " + "; ".join(f"**{k}** {v}" for k, v in result["variants"].items()) + ".",
               "Step time: mean interval between consecutive training steps of an epoch after warm-up "
               "(compute, data fetching and per-step hooks); outside step: the part spent between the "
@@ -224,6 +234,11 @@ def _x(value: float | None) -> str:
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
+
+
+def _d(delta: dict | None) -> str:
+    """A start-up difference as two table cells: wall | CPU."""
+    return f"{_s((delta or {}).get('wall'))} | {_s((delta or {}).get('cpu'))}"
 
 
 def machine(device: str) -> dict:
@@ -321,11 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     started, t_start, load_before = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time(), os.getloadavg()
     raw: dict = {n: {v: [] for v in variants} for n in chosen}
     startup_raw: dict = {k: [] for k in STARTUP}
+    startup_cpu: dict = {k: [] for k in STARTUP}
     for rep in range(reps):
         if not args.no_startup:
             for key, cmd in STARTUP.items():
                 res = run_process([sys.executable, *cmd], ROOT, env, work / f"startup-{key}-{rep}.log")
                 startup_raw[key].append(res["wall_s"])
+                startup_cpu[key].append(res["cpu_s"])
         for name, w in chosen.items():
             for variant in variants:
                 tag = f"{name}-{variant}-{rep}"
@@ -335,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_process(argv_, work, {**env, "BENCH_OUT": str(out_json)}, work / f"{tag}.log",
                                   gpu=device == "cuda")
                 timing = json.loads(out_json.read_text())
-                metrics = {"wall_s": res["wall_s"], "peak_rss_mb": res["peak_rss_mb"],
+                metrics = {"wall_s": res["wall_s"], "cpu_s": res["cpu_s"], "peak_rss_mb": res["peak_rss_mb"],
                            **step_metrics(timing, args.warmup)}
                 if res["sampler"] and timing["steps"]:
                     metrics["gpu_util_pct"] = res["sampler"].mean(timing["steps"][0][2], timing["steps"][-1][2])
@@ -350,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         ratios = {}
         for key, den in (("c/a", "a"), ("c/b", "b")):
             if "c" in summary and den in summary:
-                ratios[key] = {k: ratio(summary["c"][k], summary[den][k]) for k in ("wall_s", "first_step_s", "step_ms", "peak_rss_mb")}
+                ratios[key] = {k: ratio(summary["c"][k], summary[den][k]) for k in (*RATIO_KEYS, "peak_rss_mb")}
         result["workloads"][name] = {"workload": w.to_dict(), "variants": summary, "ratios": ratios}
     result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
+    result["startup_cpu"] = {k: summarize(v) for k, v in startup_cpu.items() if v}
     result["startup_deltas"] = startup_deltas(result)
     result["load_after"] = list(os.getloadavg())
     result["duration_s"] = time.time() - t_start
@@ -375,28 +393,36 @@ def markdown_partial(result: dict) -> str:
     """Without all of a, b and c there are no ratios: the raw table only."""
     for wres in result["workloads"].values():
         for key in ("c/a", "c/b"):
-            wres["ratios"].setdefault(key, {k: None for k in ("wall_s", "first_step_s", "step_ms")})
+            wres["ratios"].setdefault(key, {k: None for k in RATIO_KEYS})
         for v in DEFAULT_VARIANTS:
             wres["variants"].setdefault(v, {k: None for k in STEP_METRICS})
     return markdown(result)
 
 
 def startup_deltas(result: dict) -> dict:
-    s = {k: v["median"] for k, v in result["startup"].items() if v}
-    d: dict = {}
-    if "train_cfg_job" in s and "bare_hydra_cfg_job" in s:
-        d["cfg_job_over_bare_hydra"] = s["train_cfg_job"] - s["bare_hydra_cfg_job"]
-    if "train_help" in s and "bare_hydra_help" in s:
-        d["help_over_bare_hydra"] = s["train_help"] - s["bare_hydra_help"]
-    for key, imports in (("first_step_over_imports", "import_torch_lightning"),
-                         ("first_step_over_imports_wandb", "import_torch_lightning_wandb")):
-        if imports in s:
-            d[key] = {n: w["variants"]["c"]["first_step_s"]["median"] - s[imports]
-                      for n, w in result["workloads"].items() if w["variants"].get("c", {}).get("first_step_s")}
-    if "import_torch_lightning" in s:
-        d["plain_lightning_first_step_over_imports"] = {
-            n: w["variants"]["b"]["first_step_s"]["median"] - s["import_torch_lightning"]
-            for n, w in result["workloads"].items() if w["variants"].get("b", {}).get("first_step_s")}
+    """Start-up differences, each as {"wall": s, "cpu": s} (CPU time stays meaningful on a loaded machine)."""
+    wall = {k: v["median"] for k, v in result["startup"].items() if v}
+    cpu = {k: v["median"] for k, v in result.get("startup_cpu", {}).items() if v}
+
+    def diff(a: str, b: str) -> dict | None:
+        if a not in wall or b not in wall:
+            return None
+        return {"wall": wall[a] - wall[b], "cpu": cpu[a] - cpu[b] if a in cpu and b in cpu else None}
+
+    d: dict = {"cfg_job_over_bare_hydra": diff("train_cfg_job", "bare_hydra_cfg_job"),
+               "help_over_bare_hydra": diff("train_help", "bare_hydra_help")}
+    for key, variant, imports in (("first_step_over_imports", "c", "import_torch_lightning"),
+                                  ("first_step_over_imports_wandb", "c", "import_torch_lightning_wandb"),
+                                  ("plain_lightning_first_step_over_imports", "b", "import_torch_lightning")):
+        if imports not in wall:
+            continue
+        d[key] = {}
+        for name, w in result["workloads"].items():
+            v = w["variants"].get(variant) or {}
+            if v.get("first_step_s"):
+                d[key][name] = {"wall": v["first_step_s"]["median"] - wall[imports],
+                                "cpu": v["first_step_cpu_s"]["median"] - cpu[imports]
+                                if v.get("first_step_cpu_s") and imports in cpu else None}
     return d
 
 
