@@ -163,7 +163,10 @@ def _suggest_key(key: str, base: DictConfig | None, value: str | None = None) ->
         return ""
     prefix, keys = _known_keys(base, key)
     parts = key.split(".")
-    missing = parts[len(prefix.split(".")) if prefix else 0]
+    depth = len(prefix.split(".")) if prefix else 0
+    if depth >= len(parts):  # the key itself exists: the problem is inside its value, nothing to suggest
+        return ""
+    missing = parts[depth]
     if not prefix:
         keys += [g for g in _group_options("") if g not in keys]
     suffix = "" if value is None else "=" + value
