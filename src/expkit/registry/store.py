@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ConfigError, ExpkitError
-from expkit.registry import evaluation
+from expkit.registry import evaluation, git_artifacts
 from expkit.registry.kpis import KPI, Judgement, judge
 
 REGISTRY_FILE = "registry.json"
@@ -142,13 +142,16 @@ def log_wandb_artifact(name: str, version_dir: Path, aliases: list[str], metadat
     return info
 
 
-def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: bool = True) -> dict[str, Any]:
-    """Register the best checkpoint of ``run`` as the next version of ``name``."""
+def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: bool = True,
+             git: bool = False) -> dict[str, Any]:
+    """Register the best checkpoint of ``run`` as the next version of ``name``; ``git``: also as a DVC
+    artifact with a GTO version tag, committed (:mod:`expkit.registry.git_artifacts`)."""
     from expkit.tracking.record import RUN_RECORD_FILE
 
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"--name {name!r}: use letters, digits, '-' and '_' only (it names a folder and a W&B artifact).")
     registry = Registry(root)
+    repo = git_artifacts.open_repo(registry.root, name) if git else None  # refuse before any work
     ckpt = evaluation.resolve_checkpoint(run)
     run_dir = evaluation.run_dir_of(ckpt)
     trained = evaluation.load_trained(ckpt)
@@ -160,6 +163,8 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
     model = registry.data["models"].setdefault(name, {"versions": [], "stages": {}, "history": []})
     number = max((v["version"] for v in model["versions"]), default=0) + 1
     version_dir = registry.version_dir(name, number)
+    if repo is not None:
+        git_artifacts.check_register(repo, name, number)
     version_dir.mkdir(parents=True, exist_ok=False)
     shutil.copy2(ckpt, version_dir / MODEL_FILE)
     (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.feature_stats(splits["train"][0])) + "\n")
@@ -187,7 +192,13 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
                                             {k: entry[k] for k in ("version", "run_dir", "metrics", "eval_data")}, project, registry.root)
     model["versions"].append(entry)
     model["history"].append({"at": entry["registered_at"], "event": "registered", "version": number})
+    if repo is not None:
+        entry["gto_tag"] = git_artifacts.version_tag(name, number)
     registry.save()
+    if repo is not None:
+        from expkit.registry.kpis import load_kpis
+
+        entry["git_commit"] = git_artifacts.commit_and_tag_version(repo, name, entry, registry.root, load_kpis())
     return entry
 
 
@@ -221,14 +232,18 @@ def _candidate_test(registry: Registry, name: str, candidate: dict[str, Any]):
 
 
 def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None = None,
-            kpis: list[KPI] | None = None, wandb_log: bool = True) -> tuple[Judgement, str]:
+            kpis: list[KPI] | None = None, wandb_log: bool = True, git: bool = False) -> tuple[Judgement, str]:
     """Give ``stage`` to the version ``spec`` names if it beats the current holder; else raise
-    :class:`PromotionRefused` carrying the comparison."""
+    :class:`PromotionRefused` carrying the comparison. ``git``: also commit ``registry.json`` and put
+    the GTO stage tag on the version's commit (:mod:`expkit.registry.git_artifacts`)."""
     from expkit.registry.kpis import load_kpis
 
     kpis = kpis or load_kpis()
     registry = Registry(root)
     name, candidate = registry.find(spec, name)
+    if git:  # refuse before judging: not a git+DVC repo, staged files, no version tag
+        repo = git_artifacts.open_repo(registry.root, name)
+        version_commit = git_artifacts.check_promote(repo, name, candidate["version"], stage)
     judgement, holder, _, how = compare_with_stage(registry, name, candidate, stage, kpis)
     model = registry.model(name)
     event = {"at": _now(), "event": f"promote to {stage}", "version": candidate["version"],
@@ -241,6 +256,8 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
         exc.judgement, exc.how = judgement, how  # type: ignore[attr-defined]
         raise exc
     model["stages"][stage] = candidate["version"]
+    if git:
+        event["gto_tag"] = git_artifacts.stage_tag(repo, name, stage)
     if wandb_log and candidate.get("wandb"):
         version_dir = registry.version_dir(name, candidate["version"])
         # The same files give the same artifact version: W&B moves the alias onto it (and, as W&B
@@ -248,6 +265,8 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
         candidate["wandb_promotion"] = log_wandb_artifact(name, version_dir, [wandb_alias(candidate["version"]), stage], {"stage": stage},
                                                           candidate["wandb"].get("project"), registry.root)
     registry.save()
+    if git:
+        git_artifacts.commit_and_tag_stage(repo, name, candidate["version"], stage, version_commit, registry.root, event["gto_tag"])
     return judgement, how
 
 
