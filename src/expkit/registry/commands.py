@@ -38,13 +38,20 @@ def register_cmd(argv: list[str]) -> None:
     parser.add_argument("run", help="run directory (or checkpoint)")
     parser.add_argument("--name", required=True, help="model name (a folder and a W&B artifact name)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log a W&B model artifact")
+    parser.add_argument("--git", action="store_true", help="also add it to dvc.yaml's artifacts, commit the registry files "
+                        "and tag the commit NAME@v<N>.0.0 (GTO), for `dvc artifacts get`")
     args = parser.parse_args(argv)
-    entry = register(args.run, args.name, args.registry, wandb_log=not args.no_wandb)
+    entry = register(args.run, args.name, args.registry, wandb_log=not args.no_wandb, git=args.git)
     where = f"; DVC: {entry['dvc_file']}" if entry.get("dvc_file") else ""
     wandb = entry.get("wandb")
     wandb_note = f"; W&B artifact {args.name}:{','.join(wandb['aliases'])} ({wandb['mode']})" if wandb else ""
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items())
     print(f"registered {args.name} v{entry['version']} from {entry['run_dir']} ({metrics}){where}{wandb_note}")
+    if entry.get("git_commit"):
+        done = entry["git_commit"]
+        print(f"committed {', '.join(done['files'])} as {done['commit'][:10]}, tagged {done['tag']} "
+              f"(dvc artifacts get <repo> {args.name} --rev {done['tag'].split('@', 1)[1]}); "
+              f"share with `git push --follow-tags` (or `git push origin {done['tag']}`) and `dvc push`")
 
 
 def promote_cmd(argv: list[str]) -> None:
@@ -56,15 +63,25 @@ def promote_cmd(argv: list[str]) -> None:
     parser.add_argument("--stage", default="production")
     parser.add_argument("--name", help="model name (needed only when the run is registered under several)")
     parser.add_argument("--no-wandb", action="store_true")
+    parser.add_argument("--git", action="store_true", help="also commit registry.json and tag the version's commit "
+                        "NAME#STAGE#<k> (GTO), for `dvc artifacts get --stage`")
     args = parser.parse_args(argv)
     console = _console()
     try:
-        judgement, how = promote(args.run, args.stage, args.registry, args.name, wandb_log=not args.no_wandb)
+        judgement, how = promote(args.run, args.stage, args.registry, args.name, wandb_log=not args.no_wandb, git=args.git)
     except PromotionRefused as exc:
         console.print(judgement_table(exc.judgement, "candidate", args.stage, title=f"Compared on {exc.how}"))
         exit_with(exc)
     console.print(judgement_table(judgement, "candidate", args.stage, title=f"Compared on {how}"))
     print(f"promoted {args.run} to {args.stage}")
+    if args.git:
+        from expkit.registry.store import Registry
+
+        registry = Registry(args.registry)
+        name, _ = registry.find(args.run, args.name)
+        tag = registry.model(name)["history"][-1].get("gto_tag")
+        print(f"committed registry.json, tagged {tag} (dvc artifacts get <repo> {name} --stage {args.stage}); "
+              f"share with `git push origin {tag}`")
 
 
 def models_cmd(argv: list[str]) -> None:
