@@ -14,7 +14,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from expkit.metrics import ACCURACY, LOSS, STAGES, metric_key
 
-
 RUN_CONFIG_KEY = "expkit_run_config"
 
 

@@ -26,12 +26,12 @@ def plot_learning_curves(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name in zip(axes, (LOSS, ACCURACY)):
+    for ax, name in zip(axes, (LOSS, ACCURACY), strict=True):
         for stage in ("train", "val"):
             key = f"{stage}/{name}"
             points = [(float(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
