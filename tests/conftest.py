@@ -47,6 +47,19 @@ def run_cli(script: str, *args: str, cwd: Path, env: dict | None = None, check: 
     return proc
 
 
+def train_side_by_side(root: Path, runs: dict[str, list[str]]) -> dict[str, Path]:
+    """Train several runs at once (most of a tiny run is start-up, which overlaps well on 2 cores);
+    each run ``name`` goes to ``root/logs/name``."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir=logs/{name}"],
+                                    cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, overrides in runs.items()}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"training {name} failed:\n{out[-2000:]}\n{err[-3000:]}"
+    return {name: root / "logs" / name for name in runs}
+
+
 def run_dirs(root: Path, task: str = "train") -> list[Path]:
     return sorted(p for p in (root / "logs" / task / "runs").iterdir() if p.is_dir())
 

@@ -22,7 +22,7 @@ from expkit.registry import evaluation
 from expkit.registry.kpis import KPI, judge, load_kpis, parse_kpis
 from expkit.registry.store import PromotionRefused, Registry, promote, register
 from expkit.tracking.wandb_log import find_run_logs, iter_record_bytes
-from tests.conftest import ROOT, compose_config, run_cli
+from tests.conftest import ROOT, compose_config, run_cli, train_side_by_side
 
 TINY = ["logger=none", "callbacks.early_stopping.patience=100"]
 
@@ -53,15 +53,7 @@ def work(tmp_path_factory) -> dict[str, Path]:
     runs = {"good": ["trainer.max_epochs=4"], "poor": ["trainer.max_epochs=1", "model.optimizer.lr=1e-4"],
             "table": ["data=files", f"data.path={root / 'table.csv'}", "data.target_column=species",
                       "data.standardize=true", "trainer.max_epochs=3"]}
-    # Side by side: most of a tiny run is start-up (imports), which overlaps well on 2 cores.
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides, *TINY, f"hydra.run.dir=logs/{name}"],
-                                    cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, overrides in runs.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"training {name} failed:\n{out[-2000:]}\n{err[-3000:]}"
-    return {"root": root, **{name: root / "logs" / name for name in runs}}
+    return {"root": root, **train_side_by_side(root, {name: [*o, *TINY] for name, o in runs.items()})}
 
 
 # -- KPIs ------------------------------------------------------------------------------------

@@ -6,10 +6,7 @@ remote (the repository's cache is deleted first).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ import yaml
 
 from expkit.errors import ConfigError
 from expkit.registry.store import PromotionRefused, Registry, promote, register
-from tests.conftest import ROOT
+from tests.conftest import train_side_by_side
 from tests.test_dvc import dvc, git
 from tests.test_production import TINY, expkit
 
@@ -34,14 +31,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """A good (>= 0.9 test accuracy, the KPI bound) and a poor digits MLP, trained side by side."""
     root = tmp_path_factory.mktemp("artifact_runs")
     overrides = {"good": ["trainer.max_epochs=4"], "poor": ["trainer.max_epochs=1", "model.optimizer.lr=1e-4"]}
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *o, *TINY, f"hydra.run.dir=logs/{name}"],
-                                    cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, o in overrides.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"training {name} failed:\n{out[-2000:]}\n{err[-3000:]}"
-    return {name: root / "logs" / name for name in overrides}
+    return train_side_by_side(root, {name: [*o, *TINY] for name, o in overrides.items()})
 
 
 def new_repo(path: Path, remote: Path) -> Path:
