@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from expkit.errors import DataError, ExpkitError
+from expkit.errors import DataError, ExpkitError, exit_with
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         evaluate(Path(args[0]), Path(args[1]))
     except ExpkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        exit_with(exc)
     return 0
 
 

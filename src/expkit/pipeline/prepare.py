@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from expkit.errors import ConfigError, ExpkitError
+from expkit.errors import ConfigError, ExpkitError, exit_with
 from expkit.pipeline import PARAMS_FILE
 
 
@@ -54,8 +54,7 @@ def main() -> int:
     try:
         prepare(load_params().data)
     except ExpkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        exit_with(exc)
     return 0
 
 
