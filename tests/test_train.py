@@ -76,3 +76,83 @@ def test_seed_zero_is_a_seed(tmp_path):
     first = train(compose_config(["seed=0", "data=wine", "trainer=cpu", "trainer.max_epochs=2", "logger=none", "callbacks=none"]), tmp_path / "a")
     second = train(compose_config(["seed=0", "data=wine", "trainer=cpu", "trainer.max_epochs=2", "logger=none", "callbacks=none"]), tmp_path / "b")
     assert first == second
+
+
+def _fit_digits(trainer_kwargs: dict, callbacks: list, tmp_path, overrides=()):
+    """A default MLP fit on digits by a bare Trainer, the callbacks given (no logger)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    cfg = compose_config(["trainer=cpu", *overrides])
+    datamodule = instantiate(cfg.data)
+    spec = datamodule.spec
+    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=callbacks, **{"enable_progress_bar": False, **trainer_kwargs})
+    trainer.fit(model, datamodule=datamodule)
+    return trainer
+
+
+@pytest.mark.parametrize("limits", [{"max_epochs": 2}, {"max_epochs": 2, "limit_train_batches": 7}, {"max_steps": 13}],
+                         ids=["full epochs", "limit_train_batches", "max_steps mid-epoch"])
+def test_train_metrics_are_the_epochs_sample_weighted_loss_and_accuracy(limits, tmp_path):
+    """train/loss and train/acc come from sums kept on the device: they must equal the mean of the
+    epoch's per-sample losses and its accuracy, also when the epoch ends early."""
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+
+    class Witness(pl.Callback):
+        """Recomputes each batch's loss and hits just before its step (no dropout: the same logits)."""
+
+        def __init__(self):
+            self.per_epoch = {}  # epoch -> [loss sum, hits, samples]
+            self.logged = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            x, y = batch
+            with torch.no_grad():
+                logits = pl_module(x)
+            sums = self.per_epoch.setdefault(trainer.current_epoch, [0.0, 0, 0])
+            sums[0] += float(F.cross_entropy(logits, y)) * len(y)
+            sums[1] += int((logits.argmax(-1) == y).sum())
+            sums[2] += len(y)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.logged[trainer.current_epoch] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+
+    witness = Witness()
+    _fit_digits(limits, [witness], tmp_path, overrides=["model.net.dropout=0.0"])
+    assert witness.logged and set(witness.logged) == set(witness.per_epoch)
+    for epoch, (loss_sum, hits, n) in witness.per_epoch.items():
+        logged = witness.logged[epoch]
+        assert logged["train/loss"] == pytest.approx(loss_sum / n, rel=1e-5)
+        assert logged["train/acc"] == pytest.approx(hits / n, abs=1e-6)
+
+
+def test_throttled_progress_bar_skips_updates_but_shows_each_epochs_last_batch(tmp_path):
+    import pytorch_lightning as pl
+
+    from expkit.callbacks import ThrottledRichProgressBar
+
+    bar = ThrottledRichProgressBar(refresh_rate=1)  # at most one update a second: most batches skipped
+    updates = []
+    original = bar._update
+
+    def count(task_id, current, *args, **kwargs):
+        if task_id is not None and task_id == bar.train_progress_bar_id:
+            updates.append(current)
+        return original(task_id, current, *args, **kwargs)
+
+    bar._update = count
+
+    class Completed(pl.Callback):
+        seen = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            task = bar.progress.tasks[bar.train_progress_bar_id]
+            self.seen.append((task.completed, trainer.num_training_batches))
+
+    _fit_digits({"max_epochs": 2, "enable_progress_bar": True}, [bar, Completed()], tmp_path)
+    assert Completed.seen and all(done == total for done, total in Completed.seen), Completed.seen
+    assert len(updates) < 2 * 40, f"{len(updates)} updates for 2 x 40 batches: nothing was skipped"
