@@ -109,11 +109,26 @@ def test_help_lists_groups_and_cfg_job_stays_light(tmp_path):
     for line in ("model: cnn, mlp, transformer", "data: digits, files, mnist, synthetic, wine",
                  "trainer: cpu, ddp, ddp_cpu, default, gpu", "logger: csv, none, tensorboard, wandb"):
         assert line in help_text
-    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "train.py"), "--cfg", "job"],
-                          cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert "model:" in proc.stdout
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "torch" not in imported and "pytorch_lightning" not in imported
+    for flags, expected in ((["--cfg", "job"], "model:"), (["--help"], "== Configuration groups ==")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "train.py"), *flags],
+                              cwd=tmp_path, capture_output=True, text=True, check=True)
+        assert expected in proc.stdout
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert "torch" not in imported and "pytorch_lightning" not in imported and "wandb" not in imported, flags
+
+
+@pytest.mark.parametrize("flag", ["--help", "--hydra-help"])
+def test_help_with_shared_group_listing_is_hydras_own_help(flag, tmp_path):
+    """--help goes through expkit's shortcut for Hydra's group listing (compose.shared_group_listing);
+    the text must be exactly what Hydra prints without it (the undecorated @hydra.main function)."""
+    fast = run_cli("train.py", flag, cwd=tmp_path).stdout
+    plain = subprocess.run(
+        [sys.executable, "-c", f"import sys; from expkit.tasks.train import main; sys.argv[0] = {str(ROOT / 'train.py')!r}; "
+         "main.__wrapped__()", flag],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout
+    assert fast == plain
+    assert "model: cnn, mlp, transformer" in fast if flag == "--help" else "hydra/launcher:" in fast
 
 
 @pytest.mark.parametrize(("model", "floor"), [("mlp", 0.95), ("cnn", 0.97)])
