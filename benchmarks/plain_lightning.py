@@ -1,10 +1,12 @@
 """(b) Plain Lightning: a minimal LightningModule and ``Trainer.fit``, no framework around it.
 
-    python benchmarks/plain_lightning.py --workload '<json>' [--device cuda] [--compile]
+    python benchmarks/plain_lightning.py --workload '<json>' [--device cuda] [--compile] [--wandb DIR]
 
 Same network, data, batch size, epochs, optimizer, schedule and seed as ``train.py``; the
 trainer has no logger, checkpointing, progress bar or model summary (Lightning's own floor). It
-is timed by the same ``StepTimer`` callback that is injected into ``train.py``.
+is timed by the same ``StepTimer`` callback that is injected into ``train.py``. ``--wandb DIR``
+adds what a plain Lightning user who tracks with W&B writes: ``WandbLogger`` (offline, in DIR)
+and the hyperparameters logged.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--wandb", metavar="DIR", help="log to W&B (offline) under DIR")
     args = p.parse_args()
     w = Workload(**json.loads(args.workload))
     cuda = args.device == "cuda"
@@ -70,9 +73,16 @@ def main() -> None:
     splits = arrays(w)
     data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
     model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), w.epochs)
+    logger = False
+    if args.wandb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        Path(args.wandb).mkdir(parents=True, exist_ok=True)
+        logger = WandbLogger(project="expkit-bench", save_dir=args.wandb, offline=True)
+        logger.log_hyperparams(w.to_dict())
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
-        max_epochs=w.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=w.epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, benchmark=cuda or None,
         callbacks=[StepTimer(channels_last=args.channels_last, compile=args.compile)],
     )

@@ -11,6 +11,7 @@ repetition, on the same network, data, batch size, steps and seed:
 - ``a``: a hand-written PyTorch loop (``handloop.py``), with the DataLoader;
 - ``a_prefetched``: the same loop on batches built before the epoch (step time without data loading);
 - ``b``: plain Lightning ``Trainer.fit`` (``plain_lightning.py``: no logger, checkpoint, progress bar);
+- ``b_wandb``: the same with Lightning's ``WandbLogger`` (offline): plain Lightning tracked in W&B;
 - ``c``: ``python train.py`` with expkit's defaults (W&B offline, the default callbacks), timed by a
   ``StepTimer`` callback injected with ``+callbacks.bench._target_=benchmarks.timing.StepTimer``.
 
@@ -47,10 +48,12 @@ VARIANTS = {
     "a": "hand-written PyTorch loop (DataLoader)",
     "a_prefetched": "hand-written loop, batches prefetched to the device (no data loading)",
     "b": "plain Lightning Trainer.fit",
+    "b_wandb": "plain Lightning Trainer.fit with WandbLogger (offline)",
     "c": "expkit: python train.py (defaults: W&B offline, default callbacks)",
-    "c_no_wandb": "python train.py logger=none (what W&B costs; not run unless asked for with --variants)",
+    "c_no_wandb": "python train.py logger=none",
 }
-DEFAULT_VARIANTS = ("a", "a_prefetched", "b", "c")
+DEFAULT_VARIANTS = ("a", "a_prefetched", "b", "b_wandb", "c", "c_no_wandb")
+RATIOS = (("c/a", "a"), ("c/b", "b"), ("c/b_wandb", "b_wandb"), ("c_no_wandb/b", "b"))  # (name, denominator)
 RATIO_KEYS = ("wall_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms")
 STEP_METRICS = ("wall_s", "cpu_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
                 "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
@@ -140,11 +143,12 @@ def step_metrics(timing: dict, warmup: int) -> dict:
 def variant_argv(variant: str, w: Workload, device: str, compile_: bool, run_dir: Path,
                  train_overrides: list[str] = ()) -> list[str]:
     channels_last = device == "cuda" and w.model == "cnn"
-    if variant in ("a", "a_prefetched", "b"):
+    if variant in ("a", "a_prefetched", "b", "b_wandb"):
         script = "handloop.py" if variant.startswith("a") else "plain_lightning.py"
         argv = [sys.executable, str(ROOT / "benchmarks" / script), "--workload", json.dumps(w.to_dict()),
                 "--device", device]
         argv += ["--prefetch"] * (variant == "a_prefetched") + ["--compile"] * compile_
+        argv += ["--wandb", str(run_dir)] * (variant == "b_wandb")
         return argv + ["--channels-last"] * channels_last
     argv = [sys.executable, str(ROOT / "train.py"), *w.train_overrides(),
             "+callbacks.bench._target_=benchmarks.timing.StepTimer", f"hydra.run.dir={run_dir}"]
@@ -205,8 +209,9 @@ def markdown(result: dict) -> str:
         r = wres["ratios"]
         lines += ["", "| ratio (medians) | wall | first step | first step CPU | step time | step CPU time |",
                   "|---|---|---|---|---|---|"]
-        for key in ("c/a", "c/b"):
-            lines.append(f"| {key} | " + " | ".join(_x(r[key][k]) for k in RATIO_KEYS) + " |")
+        for key, _ in RATIOS:
+            if key in r:
+                lines.append(f"| {key} | " + " | ".join(_x(r[key][k]) for k in RATIO_KEYS) + " |")
         lines.append("")
     s = result["startup"]
     cpu = result.get("startup_cpu", {})
@@ -217,7 +222,8 @@ def markdown(result: dict) -> str:
               f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_d(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
               f"| `train.py --help` - bare Hydra `--help` | {_d(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
     for key, label, target in (("first_step_over_plain_lightning", "first step (c) - first step (b)", "<= 1"),
-                               ("no_wandb_first_step_over_plain_lightning", "first step (c, logger=none) - first step (b)", ""),
+                               ("first_step_over_plain_lightning_wandb", "first step (c) - first step (b_wandb)", "<= 1"),
+                               ("no_wandb_first_step_over_plain_lightning", "first step (c, logger=none) - first step (b)", "<= 1"),
                                ("first_step_over_imports", "first step (c) - `import torch, pytorch_lightning`", ""),
                                ("first_step_over_imports_wandb", "first step (c) - `import torch, pytorch_lightning, wandb`", ""),
                                ("plain_lightning_first_step_over_imports", "first step (b) - `import torch, pytorch_lightning`", "")):
@@ -370,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, w in chosen.items():
         summary = {v: {k: summarize([m.get(k) for m in raw[name][v]]) for k in STEP_METRICS} for v in variants}
         ratios = {}
-        for key, den in (("c/a", "a"), ("c/b", "b")):
-            if "c" in summary and den in summary:
-                ratios[key] = {k: ratio(summary["c"][k], summary[den][k]) for k in (*RATIO_KEYS, "peak_rss_mb")}
+        for key, den in RATIOS:
+            if key.split("/")[0] in summary and den in summary:
+                num = key.split("/")[0]
+                ratios[key] = {k: ratio(summary[num][k], summary[den][k]) for k in (*RATIO_KEYS, "peak_rss_mb")}
         result["workloads"][name] = {"workload": w.to_dict(), "variants": summary, "ratios": ratios}
     result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
     result["startup_cpu"] = {k: summarize(v) for k, v in startup_cpu.items() if v}
@@ -397,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown_partial(result: dict) -> str:
     """Without all of a, b and c there are no ratios: the raw table only."""
     for wres in result["workloads"].values():
-        for key in ("c/a", "c/b"):
+        for key, _ in RATIOS[:2]:
             wres["ratios"].setdefault(key, {k: None for k in RATIO_KEYS})
         for v in DEFAULT_VARIANTS:
             wres["variants"].setdefault(v, {k: None for k in STEP_METRICS})
@@ -428,10 +435,12 @@ def startup_deltas(result: dict) -> dict:
                 d[key][name] = {"wall": v["first_step_s"]["median"] - wall[imports],
                                 "cpu": v["first_step_cpu_s"]["median"] - cpu[imports]
                                 if v.get("first_step_cpu_s") and imports in cpu else None}
-    for key, variant in (("first_step_over_plain_lightning", "c"), ("no_wandb_first_step_over_plain_lightning", "c_no_wandb")):
+    for key, variant, base in (("first_step_over_plain_lightning", "c", "b"),
+                               ("first_step_over_plain_lightning_wandb", "c", "b_wandb"),
+                               ("no_wandb_first_step_over_plain_lightning", "c_no_wandb", "b")):
         d[key] = {}
         for name, w in result["workloads"].items():
-            v, b = w["variants"].get(variant) or {}, w["variants"].get("b") or {}
+            v, b = w["variants"].get(variant) or {}, w["variants"].get(base) or {}
             if v.get("first_step_s") and b.get("first_step_s"):
                 d[key][name] = {"wall": v["first_step_s"]["median"] - b["first_step_s"]["median"],
                                 "cpu": v["first_step_cpu_s"]["median"] - b["first_step_cpu_s"]["median"]

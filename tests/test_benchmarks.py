@@ -20,7 +20,7 @@ def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
     result = json.loads((tmp_path / "cpu.json").read_text())
     table = (tmp_path / "cpu.md").read_text()
     variants = result["workloads"]["mlp_digits"]["variants"]
-    assert set(variants) == {"a", "a_prefetched", "b", "c"}
+    assert set(variants) == {"a", "a_prefetched", "b", "b_wandb", "c", "c_no_wandb"}
     steps = {name: v["steps"]["median"] for name, v in variants.items()}
     assert len(set(steps.values())) == 1 and steps["c"] > 0, steps  # same number of steps everywhere
     for v in variants.values():
@@ -28,14 +28,18 @@ def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
                     "steps_per_s", "samples_per_s", "peak_rss_mb"):
             assert v[key]["median"] > 0 and len(v[key]["values"]) == 1, key
     ratios = result["workloads"]["mlp_digits"]["ratios"]
-    assert all(ratios[r][k] > 0 for r in ("c/a", "c/b") for k in ("wall_s", "first_step_s", "step_ms", "step_cpu_ms"))
+    assert all(ratios[r][k] > 0 for r in ("c/a", "c/b", "c/b_wandb", "c_no_wandb/b")
+               for k in ("wall_s", "first_step_s", "step_ms", "step_cpu_ms"))
     assert set(result["startup"]) >= {"bare_hydra_cfg_job", "train_cfg_job", "train_help", "import_torch_lightning"}
     deltas = result["startup_deltas"]
     assert deltas["cfg_job_over_bare_hydra"]["cpu"] is not None and deltas["first_step_over_imports"]["mlp_digits"]["wall"]
+    assert deltas["help_over_bare_hydra"]["wall"] is not None
+    assert deltas["first_step_over_plain_lightning_wandb"]["mlp_digits"]["wall"] is not None
     for key in ("machine", "load_before", "load_after", "command", "threads"):
         assert key in result
-    assert "| c/b |" in table and "| c |" in table and "train.py --cfg job" in table
-    assert not list(tmp_path.glob("logs")), "the runs go to a temporary folder, not the working directory"
+    assert "| c/b |" in table and "| c/b_wandb |" in table and "| c |" in table and "train.py --cfg job" in table
+    assert not list(tmp_path.glob("logs")) and not list(tmp_path.glob("wandb")), \
+        "the runs (and b_wandb's W&B files) go to a temporary folder, not the working directory"
 
 
 def test_gpu_dry_run_prints_bf16_channels_last_commands_without_a_gpu(tmp_path):
