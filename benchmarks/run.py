@@ -1,6 +1,6 @@
 """The benchmark: expkit's ``train.py`` against a hand-written loop and plain Lightning.
 
-    python benchmarks/run.py                       # CPU, 3 repetitions -> benchmarks/results/cpu.{md,json}
+    python benchmarks/run.py                       # CPU, 5 repetitions -> benchmarks/results/cpu.{md,json}
     python benchmarks/run.py --quick               # one epoch, one repetition (smoke test)
     python benchmarks/run.py --device cuda         # bf16-mixed, channels-last CNNs (+ --compile)
     python benchmarks/run.py --device cuda --dry-run   # print the commands and device settings only
@@ -178,7 +178,23 @@ def fmt(s: dict | None, digits: int = 2) -> str:
 
 
 def ratio(num: dict | None, den: dict | None) -> float | None:
-    return num["median"] / den["median"] if num and den and den["median"] else None
+    """The median over repetitions of num/den within each repetition. The variants of a repetition
+    run one after the other, so a slow spell of a shared machine mostly hits both sides of a
+    ratio; the ratio of the medians (used when the repetitions do not pair up) mixes spells."""
+    if not num or not den:
+        return None
+    if len(num["values"]) == len(den["values"]) and all(den["values"]):
+        return statistics.median(n / d for n, d in zip(num["values"], den["values"], strict=True))
+    return num["median"] / den["median"] if den["median"] else None
+
+
+def difference(num: dict | None, den: dict | None) -> float | None:
+    """The median over repetitions of num - den within each repetition (see ``ratio``)."""
+    if not num or not den:
+        return None
+    if len(num["values"]) == len(den["values"]):
+        return statistics.median(n - d for n, d in zip(num["values"], den["values"], strict=True))
+    return num["median"] - den["median"]
 
 
 def markdown(result: dict) -> str:
@@ -207,7 +223,7 @@ def markdown(result: dict) -> str:
                 row += f" {fmt(v['cuda_peak_mb'], 0)} | {fmt(v['gpu_util_pct'], 0)} |"
             lines.append(row)
         r = wres["ratios"]
-        lines += ["", "| ratio (medians) | wall | first step | first step CPU | step time | step CPU time |",
+        lines += ["", "| ratio (median of each repetition's) | wall | first step | first step CPU | step time | step CPU time |",
                   "|---|---|---|---|---|---|"]
         for key, _ in RATIOS:
             if key in r:
@@ -291,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cuda: bf16-mixed, cudnn.benchmark, channels-last CNNs (default: cpu)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in every variant")
     p.add_argument("--quick", action="store_true", help="one epoch per workload, one repetition (smoke test)")
-    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3 on CPU, 2 on a GPU, 1 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5 on CPU, 2 on a GPU, 1 with --quick)")
     p.add_argument("--workloads", default=None, help="comma-separated subset of: " + ",".join(workloads()))
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of: " + ",".join(VARIANTS))
     p.add_argument("--epochs", type=int, default=None, help="override every workload's epochs")
@@ -312,7 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device, args.dry_run)
-    reps = args.reps or (1 if args.quick else 2 if device == "cuda" else 3)
+    reps = args.reps or (1 if args.quick else 2 if device == "cuda" else 5)
     all_workloads = workloads(device, quick=args.quick)
     names = args.workloads.split(",") if args.workloads else list(all_workloads)
     unknown = [n for n in names if n not in all_workloads] + [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -412,29 +428,28 @@ def markdown_partial(result: dict) -> str:
 
 
 def startup_deltas(result: dict) -> dict:
-    """Start-up differences, each as {"wall": s, "cpu": s} (CPU time stays meaningful on a loaded machine)."""
-    wall = {k: v["median"] for k, v in result["startup"].items() if v}
-    cpu = {k: v["median"] for k, v in result.get("startup_cpu", {}).items() if v}
+    """Start-up differences, each as {"wall": s, "cpu": s} (CPU time stays meaningful on a loaded
+    machine), paired by repetition."""
+    wall, cpu = result["startup"], result.get("startup_cpu", {})
 
     def diff(a: str, b: str) -> dict | None:
-        if a not in wall or b not in wall:
+        if not wall.get(a) or not wall.get(b):
             return None
-        return {"wall": wall[a] - wall[b], "cpu": cpu[a] - cpu[b] if a in cpu and b in cpu else None}
+        return {"wall": difference(wall[a], wall[b]), "cpu": difference(cpu.get(a), cpu.get(b))}
 
     d: dict = {"cfg_job_over_bare_hydra": diff("train_cfg_job", "bare_hydra_cfg_job"),
                "help_over_bare_hydra": diff("train_help", "bare_hydra_help")}
     for key, variant, imports in (("first_step_over_imports", "c", "import_torch_lightning"),
                                   ("first_step_over_imports_wandb", "c", "import_torch_lightning_wandb"),
                                   ("plain_lightning_first_step_over_imports", "b", "import_torch_lightning")):
-        if imports not in wall:
+        if not wall.get(imports):
             continue
         d[key] = {}
         for name, w in result["workloads"].items():
             v = w["variants"].get(variant) or {}
             if v.get("first_step_s"):
-                d[key][name] = {"wall": v["first_step_s"]["median"] - wall[imports],
-                                "cpu": v["first_step_cpu_s"]["median"] - cpu[imports]
-                                if v.get("first_step_cpu_s") and imports in cpu else None}
+                d[key][name] = {"wall": difference(v["first_step_s"], wall[imports]),
+                                "cpu": difference(v.get("first_step_cpu_s"), cpu.get(imports))}
     for key, variant, base in (("first_step_over_plain_lightning", "c", "b"),
                                ("first_step_over_plain_lightning_wandb", "c", "b_wandb"),
                                ("no_wandb_first_step_over_plain_lightning", "c_no_wandb", "b")):
@@ -442,9 +457,8 @@ def startup_deltas(result: dict) -> dict:
         for name, w in result["workloads"].items():
             v, b = w["variants"].get(variant) or {}, w["variants"].get(base) or {}
             if v.get("first_step_s") and b.get("first_step_s"):
-                d[key][name] = {"wall": v["first_step_s"]["median"] - b["first_step_s"]["median"],
-                                "cpu": v["first_step_cpu_s"]["median"] - b["first_step_cpu_s"]["median"]
-                                if v.get("first_step_cpu_s") and b.get("first_step_cpu_s") else None}
+                d[key][name] = {"wall": difference(v["first_step_s"], b["first_step_s"]),
+                                "cpu": difference(v.get("first_step_cpu_s"), b.get("first_step_cpu_s"))}
     return d
 
 

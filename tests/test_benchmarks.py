@@ -72,3 +72,16 @@ def test_steady_state_leaves_out_warmup_and_epoch_boundaries():
     assert m["step_ms"] == pytest.approx(100) and m["outside_step_ms"] == pytest.approx(50)
     assert m["samples_per_s"] == pytest.approx(100) and m["step_cpu_ms"] == pytest.approx(50)
     assert m["first_step_cpu_s"] == pytest.approx(0.5)
+
+
+def test_ratios_pair_each_repetitions_variants():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import ratio, summarize
+
+    # repetition 2 ran in a slow spell that slowed both variants: paired ratios 1.0 and 1.0
+    c, b = summarize([2.0, 4.0, 2.2]), summarize([2.0, 4.0, 2.2])
+    assert ratio(c, b) == pytest.approx(1.0)
+    c, b = summarize([2.0, 4.0, 3.0]), summarize([1.0, 4.0, 2.0])  # per repetition: 2.0, 1.0, 1.5
+    assert ratio(c, b) == pytest.approx(1.5)
+    assert ratio(summarize([3.0]), summarize([1.0, 2.0])) == pytest.approx(3.0 / 1.5)  # unpaired: medians
+    assert ratio(None, b) is None
