@@ -13,6 +13,16 @@ import torch
 from expkit.errors import NonFiniteLoss
 
 
+def ends_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether training batch ``batch_idx`` is its epoch's last: the data ran out, the epoch's
+    batch limit (``limit_train_batches``) is reached, or ``max_steps`` ends training here."""
+    return (
+        trainer.is_last_batch
+        or batch_idx + 1 >= trainer.num_training_batches
+        or 0 <= trainer.max_steps <= trainer.global_step
+    )
+
+
 class StopOnNonFiniteLoss(pl.Callback):
     """Stop training at the first NaN or infinite training loss, naming the step.
 
@@ -92,7 +102,7 @@ class ThrottledRichProgressBar(pl.callbacks.RichProgressBar):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         now = time.monotonic()
-        if now < self._next_update and not (trainer.is_last_batch or batch_idx + 1 >= self.total_train_batches):
+        if now < self._next_update and not ends_epoch(trainer, batch_idx):
             return
         self._next_update = now + 1 / max(self.refresh_rate, 1)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

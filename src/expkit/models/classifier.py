@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from expkit.callbacks import ends_epoch
 from expkit.metrics import ACCURACY, LOSS, metric_key
 
 RUN_CONFIG_KEY = "expkit_run_config"
@@ -98,13 +99,7 @@ class Classifier(pl.LightningModule):
         self._train_count += len(y)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        trainer = self.trainer
-        epoch_ends = (
-            trainer.is_last_batch
-            or batch_idx + 1 >= trainer.num_training_batches
-            or 0 <= trainer.max_steps <= trainer.global_step
-        )
-        if epoch_ends:  # logged here, not in on_train_epoch_end, so every callback's epoch end sees it
+        if ends_epoch(self.trainer, batch_idx):  # not in on_train_epoch_end: every callback's epoch end sees it
             self._log_train_metrics()
 
     def on_train_epoch_end(self) -> None:
