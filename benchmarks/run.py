@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import platform
 import shutil
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,24 +179,26 @@ def fmt(s: dict | None, digits: int = 2) -> str:
     return med if len(s["values"]) == 1 else f"{med} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
 
 
-def ratio(num: dict | None, den: dict | None) -> float | None:
-    """The median over repetitions of num/den within each repetition. The variants of a repetition
-    run one after the other, so a slow spell of a shared machine mostly hits both sides of a
-    ratio; the ratio of the medians (used when the repetitions do not pair up) mixes spells."""
+def paired(num: dict | None, den: dict | None, op: Callable[[float, float], float]) -> float | None:
+    """The median over repetitions of ``op(num, den)`` within each repetition. The variants of a
+    repetition run one after the other, so a slow spell of a shared machine mostly hits both
+    sides; ``op`` of the medians (used when the repetitions do not pair up) mixes spells."""
     if not num or not den:
         return None
-    if len(num["values"]) == len(den["values"]) and all(den["values"]):
-        return statistics.median(n / d for n, d in zip(num["values"], den["values"], strict=True))
-    return num["median"] / den["median"] if den["median"] else None
+    try:
+        if len(num["values"]) == len(den["values"]):
+            return statistics.median(op(n, d) for n, d in zip(num["values"], den["values"], strict=True))
+        return op(num["median"], den["median"])
+    except ZeroDivisionError:
+        return None
+
+
+def ratio(num: dict | None, den: dict | None) -> float | None:
+    return paired(num, den, operator.truediv)
 
 
 def difference(num: dict | None, den: dict | None) -> float | None:
-    """The median over repetitions of num - den within each repetition (see ``ratio``)."""
-    if not num or not den:
-        return None
-    if len(num["values"]) == len(den["values"]):
-        return statistics.median(n - d for n, d in zip(num["values"], den["values"], strict=True))
-    return num["median"] - den["median"]
+    return paired(num, den, operator.sub)
 
 
 def markdown(result: dict) -> str:
@@ -418,10 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_partial(result: dict) -> str:
-    """Without all of a, b and c there are no ratios: the raw table only."""
+    """Without all of a, b and c: the variants not run as rows of "-" (ratios only where both ran)."""
     for wres in result["workloads"].values():
-        for key, _ in RATIOS[:2]:
-            wres["ratios"].setdefault(key, {k: None for k in RATIO_KEYS})
         for v in DEFAULT_VARIANTS:
             wres["variants"].setdefault(v, {k: None for k in STEP_METRICS})
     return markdown(result)
