@@ -37,8 +37,12 @@ INJECTED_ARGUMENTS: dict[str, tuple[str, ...]] = {
 def build_loggers(logger_cfg: Mapping | None, run_dir: Path) -> list:
     """One Lightning logger per entry of the ``logger`` group, all writing under the run directory."""
     from hydra.utils import instantiate
+    from pytorch_lightning.loggers import WandbLogger
 
-    return [instantiate(cfg, save_dir=str(run_dir)) for cfg in (logger_cfg or {}).values() if cfg]
+    loggers = [instantiate(cfg, save_dir=str(run_dir)) for cfg in (logger_cfg or {}).values() if cfg]
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        wandb_tracking.skip_launch_import_when_nothing_staged()
+    return loggers
 
 
 def build_callbacks(callbacks_cfg: Mapping | None, run_dir: Path) -> list:

@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.errors import IncompatibleModelData
     from expkit.models import check_model_fits_data
     from expkit.models.classifier import RUN_CONFIG_KEY
+    from expkit.startup import started
     from expkit.tracking.files import write_metrics
 
     validate(cfg, task="eval")
@@ -56,6 +57,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     datamodule.load_state_dict(checkpoint.get(type(datamodule).__qualname__, {}))
 
     trainer = build_trainer(cfg, run_dir)
+    started()  # garbage collection resumes (expkit.startup)
     metrics = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)

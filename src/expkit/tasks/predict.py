@@ -126,8 +126,10 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import torch
 
     from expkit.registry.evaluation import load_trained
+    from expkit.startup import started
 
     trained = load_trained(cfg.ckpt_path, trust=cfg.get("trust_checkpoint", False))
+    started()  # garbage collection resumes (expkit.startup)
     recorded = trained.run_config["data"]
     data = OmegaConf.to_container(cfg.data, resolve=True)
     config = reader_config(data, recorded, explicit_data_overrides())

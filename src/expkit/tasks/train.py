@@ -27,6 +27,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.models import check_model_fits_data
     from expkit.models.checkpoint import load_checkpoint
     from expkit.reproducibility import EpochSeeder
+    from expkit.startup import started
     from expkit.tracking.data_version import describe_data_version, write_data_version
     from expkit.tracking.files import resumable_checkpoint, write_metrics, write_resolved_config
     from expkit.tracking.history import EpochHistory
@@ -70,6 +71,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if not cfg.get("ckpt_path"):  # validation checked ckpt_path; a kill may have truncated this one
             load_checkpoint(ckpt_path, trust=cfg.get("trust_checkpoint", False), key="checkpoints/last.ckpt")
         log.info("Resuming from %s", ckpt_path)
+    started()  # the run's long-lived objects exist: garbage collection resumes (expkit.startup)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.get("trust_checkpoint", False))
 
     # Validate and test the best checkpoint (the current weights when none was kept).

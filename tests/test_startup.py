@@ -1,0 +1,92 @@
+"""Start-up work expkit saves a run (issue 7): measured in ``benchmarks/``; here, that each saving
+keeps what Hydra, Python and W&B would otherwise do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, run_cli
+
+TINY = ["data=wine", "model=mlp", "trainer.max_epochs=1", "logger=none", "hydra.job.chdir=false"]
+
+# Runs train.py's main with Hydra's compositions counted; argv[1] picks expkit's entry point or the
+# undecorated @hydra.main function (Hydra's own path).
+COUNTING = """
+import sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from expkit.tasks.train import main
+calls = []
+original = ConfigLoaderImpl._load_configuration_impl
+def counted(self, *args, **kwargs):
+    calls.append(kwargs.get("run_mode"))
+    return original(self, *args, **kwargs)
+ConfigLoaderImpl._load_configuration_impl = counted
+entry = main if sys.argv.pop(1) == "expkit" else main.__wrapped__
+sys.argv[0] = {train!r}
+try:
+    entry()
+finally:
+    print("COMPOSITIONS", len(calls))
+"""
+
+
+def _run_counted(path: str, run_dir: Path, cwd: Path) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNTING.format(train=str(ROOT / "train.py")), path, *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return int(proc.stdout.split("COMPOSITIONS")[-1])
+
+
+def test_a_single_run_composes_its_config_once_exactly_as_hydra_does(tmp_path):
+    """Hydra composes a run's config twice (once to read hydra.mode); expkit's entry point composes
+    it once (compose.checked_composition), and the run's config and Hydra's own are the same."""
+    ours = _run_counted("expkit", tmp_path / "ours", tmp_path)
+    hydras = _run_counted("hydra", tmp_path / "hydras", tmp_path)
+    assert ours == hydras - 1
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        mine = (tmp_path / "ours" / ".hydra" / name).read_text().replace(str(tmp_path / "ours"), "RUN_DIR")
+        theirs = (tmp_path / "hydras" / ".hydra" / name).read_text().replace(str(tmp_path / "hydras"), "RUN_DIR")
+        assert mine == theirs, name
+    assert "  mode: RUN\n" in (tmp_path / "ours" / ".hydra" / "hydra.yaml").read_text()
+
+
+def test_a_run_starts_with_garbage_collection_paused_and_trains_with_it_frozen_and_on(tmp_path):
+    out = tmp_path / "gc.json"
+    run_cli("train.py", *TINY, "+callbacks.gc_probe._target_=tests.probes.GcProbe", f"+callbacks.gc_probe.out={out}",
+            cwd=tmp_path)
+    states = json.loads(out.read_text())
+    assert states["built"]["enabled"] is False  # built during start-up
+    assert states["train_start"]["enabled"] is True
+    assert states["train_start"]["frozen"] > 100_000  # torch and Lightning's objects, out of every collection
+
+
+WANDB_INIT = """
+import sys, wandb
+from expkit.tracking.wandb import LAUNCH_INPUTS_MODULE, skip_launch_import_when_nothing_staged
+skip_launch_import_when_nothing_staged()
+skip_launch_import_when_nothing_staged()  # idempotent
+published = []
+if sys.argv[1] == "staged":
+    from wandb.sdk.launch.inputs import internal
+    original = internal._publish_job_input
+    internal._publish_job_input = lambda job_input, run: published.append(job_input) or original(job_input, run)
+    wandb.sdk.launch.manage_wandb_config(include=["lr"])  # W&B Launch stages a job input before init
+run = wandb.init(project="startup-test", dir=sys.argv[2], mode="offline", config={"lr": 0.1})
+run.finish()
+print("LAUNCH_IMPORTED", "wandb.sdk.launch" in sys.modules, "PUBLISHED", len(published))
+"""
+
+
+def test_wandb_init_imports_wandb_launch_only_when_job_inputs_are_staged(tmp_path):
+    def init(case: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", WANDB_INIT, case, str(tmp_path)], capture_output=True, text=True,
+                              timeout=300, check=True)
+        return proc.stdout.split("LAUNCH_IMPORTED")[-1].split()
+
+    assert init("plain") == ["False", "PUBLISHED", "0"]
+    assert init("staged") == ["True", "PUBLISHED", "1"]  # W&B's own code still applies staged inputs
