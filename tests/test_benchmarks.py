@@ -32,7 +32,7 @@ def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
                for k in ("wall_s", "first_step_s", "step_ms", "step_cpu_ms"))
     assert set(result["startup"]) >= {"bare_hydra_cfg_job", "train_cfg_job", "train_help", "import_torch_lightning"}
     deltas = result["startup_deltas"]
-    assert deltas["cfg_job_over_bare_hydra"]["cpu"] is not None and deltas["first_step_over_imports"]["mlp_digits"]["wall"]
+    assert deltas["cfg_job_over_bare_hydra"]["cpu"] is not None and deltas["first_step_over_imports_wandb"]["mlp_digits"]["wall"]
     assert deltas["help_over_bare_hydra"]["wall"] is not None
     assert deltas["first_step_over_plain_lightning_wandb"]["mlp_digits"]["wall"] is not None
     for key in ("machine", "load_before", "load_after", "command", "threads"):
