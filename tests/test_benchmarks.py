@@ -76,7 +76,7 @@ def test_steady_state_leaves_out_warmup_and_epoch_boundaries():
 
 def test_ratios_pair_each_repetitions_variants():
     sys.path.insert(0, str(ROOT))
-    from benchmarks.run import ratio, summarize
+    from benchmarks.run import fastest_ratio, ratio, startup_difference, summarize
 
     # repetition 2 ran in a slow spell that slowed both variants: paired ratios 1.0 and 1.0
     c, b = summarize([2.0, 4.0, 2.2]), summarize([2.0, 4.0, 2.2])
@@ -85,3 +85,8 @@ def test_ratios_pair_each_repetitions_variants():
     assert ratio(c, b) == pytest.approx(1.5)
     assert ratio(summarize([3.0]), summarize([1.0, 2.0])) == pytest.approx(3.0 / 1.5)  # unpaired: medians
     assert ratio(None, b) is None
+    # the fastest repetitions: the least disturbed by the shared machine
+    c, b = summarize([2.0, 4.0, 3.0]), summarize([1.5, 4.0, 2.0])
+    assert fastest_ratio(c, b) == pytest.approx(2.0 / 1.5)
+    delta = startup_difference(c, b, None, None)
+    assert delta["wall"] == pytest.approx(0.5) and delta["wall_fastest"] == pytest.approx(0.5) and delta["cpu"] is None
