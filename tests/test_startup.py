@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_cli
 
 TINY = ["data=wine", "model=mlp", "trainer.max_epochs=1", "logger=none", "hydra.job.chdir=false"]
@@ -63,6 +65,15 @@ def test_a_run_starts_with_garbage_collection_paused_and_trains_with_it_frozen_a
     assert states["built"]["enabled"] is False  # built during start-up
     assert states["train_start"]["enabled"] is True
     assert states["train_start"]["frozen"] > 100_000  # torch and Lightning's objects, out of every collection
+
+
+@pytest.mark.parametrize("multirun", [["-m", "seed=0"], ["hydra.mode=MULTIRUN"]], ids=["-m", "config"])
+def test_a_multirun_leaves_garbage_collection_on(multirun, tmp_path):
+    """A sweep's process lives as long as the sweep (waiting on SLURM, Optuna): it must collect."""
+    out = tmp_path / "gc.json"
+    run_cli("train.py", *multirun, *TINY, "+callbacks.gc_probe._target_=tests.probes.GcProbe",
+            f"+callbacks.gc_probe.out={out}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert json.loads(out.read_text())["built"]["enabled"] is True
 
 
 WANDB_INIT = """

@@ -2,8 +2,9 @@
 
 Importing torch, Lightning and W&B creates millions of long-lived objects, and on the way CPython's
 full (generation-2) collections scan all of them again and again while freeing almost nothing:
-about 0.5 s of every run's start-up on the benchmark machine (``benchmarks/``). So a command starts
-with collection paused (``paused_collection``, around the whole command). Once the run's
+about 0.5 s of every run's start-up on the benchmark machine (``benchmarks/``). So a single run
+starts with collection paused (``paused_collection``, around the whole command; a multirun's
+process lives as long as its sweep and is left alone). Once the run's
 long-lived objects exist (``started``, called just before Lightning fits, tests or predicts), they
 move to the permanent generation with ``gc.freeze()``, which later collections skip, and
 collection resumes: the pattern the ``gc.freeze`` documentation gives for long-lived processes.

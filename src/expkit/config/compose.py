@@ -332,7 +332,10 @@ def checked_composition(argv: Sequence[str], config_name: str) -> Iterator[None]
                 cfg = original(self, **{**kwargs, "run_mode": RunMode.RUN, "validate_sweep_overrides": True})
             except Exception:
                 return original(self, **kwargs)  # Hydra's own probe decides; the run explains errors
-            if cfg.hydra.mode not in (None, RunMode.RUN):
+            if cfg.hydra.mode not in (None, RunMode.RUN):  # the config makes it a multirun
+                from expkit.startup import started
+
+                started()  # the sweep's process lives as long as the sweep: collect as usual
                 return cfg
             probed.update(cfg=checked(cfg), overrides=list(kwargs["overrides"]))
             return cfg
@@ -398,18 +401,16 @@ def shared_group_listing() -> Iterator[None]:
 def checked_entry_point(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a ``@hydra.main`` function so its command line is checked first: a bad override
     exits with code 2 and one line (``HYDRA_FULL_ERROR=1``: a traceback) before anything runs.
-    Launched from the command line, the command starts with garbage collection paused
-    (``expkit.startup``) until its task calls ``expkit.startup.started()``."""
+    Launched from the command line, a single run starts with garbage collection paused
+    (``expkit.startup``) until its task calls ``expkit.startup.started()``; a multirun's process
+    lives as long as its sweep and collects as usual."""
 
     def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hydra_main)
         def entry(*args: Any, **kwargs: Any) -> Any:
             if args or kwargs:  # called with a cfg, not launched from the command line
                 return hydra_main(*args, **kwargs)
-            from expkit.startup import paused_collection
-
-            with paused_collection():
-                return _run_checked(hydra_main, config_name)
+            return _run_checked(hydra_main, config_name)
 
         return entry
 
@@ -426,6 +427,8 @@ def _run_checked(hydra_main: Callable[..., Any], config_name: str) -> Any:
         with shared_group_listing():
             return hydra_main()
     if not checked:
-        with checked_composition(argv, config_name):
+        from expkit.startup import paused_collection
+
+        with paused_collection(), checked_composition(argv, config_name):
             return hydra_main()
     return hydra_main()
