@@ -71,6 +71,21 @@ STARTUP = {
     "import_torch_lightning_wandb": ["benchmarks/imports.py", "torch", "pytorch_lightning", "wandb"],
 }
 IMPORTS = tuple(k for k, cmd in STARTUP.items() if cmd[0] == "benchmarks/imports.py")  # timed in-process
+# Time to the first step against a baseline: a start-up command (the imports) or another variant.
+# (key in startup_deltas, variant, baseline, label, target)
+FIRST_STEP_COMPARISONS = (
+    ("first_step_over_imports_wandb", "c", "import_torch_lightning_wandb",
+     "first step (c) - imports of torch, Lightning, W&B", "<= 1"),
+    ("no_wandb_first_step_over_imports", "c_no_wandb", "import_torch_lightning",
+     "first step (c, logger=none) - imports of torch, Lightning", "<= 1"),
+    ("plain_lightning_first_step_over_imports", "b", "import_torch_lightning",
+     "first step (b) - imports of torch, Lightning", ""),
+    ("plain_lightning_wandb_first_step_over_imports", "b_wandb", "import_torch_lightning_wandb",
+     "first step (b_wandb) - imports of torch, Lightning, W&B", ""),
+    ("first_step_over_plain_lightning", "c", "b", "first step (c) - first step (b)", "<= 1"),
+    ("first_step_over_plain_lightning_wandb", "c", "b_wandb", "first step (c) - first step (b_wandb)", "<= 1"),
+    ("no_wandb_first_step_over_plain_lightning", "c_no_wandb", "b", "first step (c, logger=none) - first step (b)", "<= 1"),
+)
 
 
 # -- one process ---------------------------------------------------------------------------------
@@ -253,13 +268,7 @@ def markdown(result: dict) -> str:
     lines += ["", "| comparison | wall s | CPU s | fastest wall s | target |", "|---|---|---|---|---|",
               f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_d(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
               f"| `train.py --help` - bare Hydra `--help` | {_d(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
-    for key, label, target in (("first_step_over_imports_wandb", "first step (c) - imports of torch, Lightning, W&B", "<= 1"),
-                               ("no_wandb_first_step_over_imports", "first step (c, logger=none) - imports of torch, Lightning", "<= 1"),
-                               ("plain_lightning_first_step_over_imports", "first step (b) - imports of torch, Lightning", ""),
-                               ("plain_lightning_wandb_first_step_over_imports", "first step (b_wandb) - imports of torch, Lightning, W&B", ""),
-                               ("first_step_over_plain_lightning", "first step (c) - first step (b)", "<= 1"),
-                               ("first_step_over_plain_lightning_wandb", "first step (c) - first step (b_wandb)", "<= 1"),
-                               ("no_wandb_first_step_over_plain_lightning", "first step (c, logger=none) - first step (b)", "<= 1")):
+    for key, _, _, label, target in FIRST_STEP_COMPARISONS:
         for name, delta in d.get(key, {}).items():
             lines.append(f"| {name}: {label} | {_d(delta)} | {target} |")
     lines += ["", "Variants: " + "; ".join(f"**{k}** {v}" for k, v in result["variants"].items()) + ".",
@@ -457,8 +466,8 @@ def markdown_partial(result: dict) -> str:
 
 
 def startup_deltas(result: dict) -> dict:
-    """Start-up differences, each as {"wall": s, "cpu": s} (CPU time stays meaningful on a loaded
-    machine), paired by repetition."""
+    """Start-up differences (``startup_difference``: paired wall and CPU, and between the fastest;
+    CPU time stays meaningful on a loaded machine)."""
     wall, cpu = result["startup"], result.get("startup_cpu", {})
 
     def diff(a: str, b: str) -> dict | None:
@@ -468,26 +477,17 @@ def startup_deltas(result: dict) -> dict:
 
     d: dict = {"cfg_job_over_bare_hydra": diff("train_cfg_job", "bare_hydra_cfg_job"),
                "help_over_bare_hydra": diff("train_help", "bare_hydra_help")}
-    for key, variant, imports in (("first_step_over_imports_wandb", "c", "import_torch_lightning_wandb"),
-                                  ("no_wandb_first_step_over_imports", "c_no_wandb", "import_torch_lightning"),
-                                  ("plain_lightning_first_step_over_imports", "b", "import_torch_lightning"),
-                                  ("plain_lightning_wandb_first_step_over_imports", "b_wandb", "import_torch_lightning_wandb")):
-        if not wall.get(imports):
-            continue
+    for key, variant, baseline, _, _ in FIRST_STEP_COMPARISONS:
         d[key] = {}
         for name, w in result["workloads"].items():
             v = w["variants"].get(variant) or {}
-            if v.get("first_step_s"):
-                d[key][name] = startup_difference(v["first_step_s"], wall[imports], v.get("first_step_cpu_s"), cpu.get(imports))
-    for key, variant, base in (("first_step_over_plain_lightning", "c", "b"),
-                               ("first_step_over_plain_lightning_wandb", "c", "b_wandb"),
-                               ("no_wandb_first_step_over_plain_lightning", "c_no_wandb", "b")):
-        d[key] = {}
-        for name, w in result["workloads"].items():
-            v, b = w["variants"].get(variant) or {}, w["variants"].get(base) or {}
-            if v.get("first_step_s") and b.get("first_step_s"):
-                d[key][name] = startup_difference(v["first_step_s"], b["first_step_s"], v.get("first_step_cpu_s"),
-                                                  b.get("first_step_cpu_s"))
+            if baseline in STARTUP:
+                base_wall, base_cpu = wall.get(baseline), cpu.get(baseline)
+            else:
+                b = w["variants"].get(baseline) or {}
+                base_wall, base_cpu = b.get("first_step_s"), b.get("first_step_cpu_s")
+            if v.get("first_step_s") and base_wall:
+                d[key][name] = startup_difference(v["first_step_s"], base_wall, v.get("first_step_cpu_s"), base_cpu)
     return d
 
 
