@@ -297,8 +297,9 @@ def checked_composition(argv: Sequence[str], config_name: str) -> Iterator[None]
 
     - The probe composes the run's config (run mode) instead. If the config leaves ``hydra.mode``
       unset or sets it to RUN, the run then gets that composition, with the ``hydra.mode=RUN``
-      override Hydra adds applied to it. If the config sets another mode, or this composition
-      fails, Hydra's own probe runs.
+      override Hydra adds applied to it. If this composition fails, Hydra's own probe runs; if
+      the config sets another mode (a multirun), every composition after it is Hydra's own (the
+      ``validate_sweep`` callback checks each job).
     - The run's composition is checked. When it fails, the command line is checked as
       :func:`check_command_line` does: a one-line error with a did-you-mean, exit code 2. When it
       succeeds, every ``group=option`` must still name an existing option (Hydra ignores a missing
@@ -313,7 +314,7 @@ def checked_composition(argv: Sequence[str], config_name: str) -> Iterator[None]
     original = ConfigLoaderImpl.load_configuration
     parsed, _ = get_args_parser().parse_known_args(list(argv))
     config_name = parsed.config_name or config_name
-    probed: dict[str, Any] = {}  # the run's config, composed when Hydra probed for hydra.mode
+    probed: dict[str, Any] = {}  # "tried"; then the run's config ("cfg", "overrides") if the probe composed it
 
     def checked(cfg: DictConfig) -> DictConfig:
         try:
@@ -324,21 +325,24 @@ def checked_composition(argv: Sequence[str], config_name: str) -> Iterator[None]
             exit_with(exc)
         return cfg
 
-    def load_configuration(self, **kwargs: Any) -> DictConfig:
-        if kwargs.get("run_mode") != RunMode.RUN:  # Hydra's probe for hydra.mode
-            if probed:
-                return original(self, **kwargs)
-            try:
-                cfg = original(self, **{**kwargs, "run_mode": RunMode.RUN, "validate_sweep_overrides": True})
-            except Exception:
-                return original(self, **kwargs)  # Hydra's own probe decides; the run explains errors
-            if cfg.hydra.mode not in (None, RunMode.RUN):  # the config makes it a multirun
-                from expkit.startup import started
+    def probe(self, **kwargs: Any) -> DictConfig:
+        probed["tried"] = True
+        try:
+            cfg = original(self, **{**kwargs, "run_mode": RunMode.RUN, "validate_sweep_overrides": True})
+        except Exception:
+            return original(self, **kwargs)  # Hydra's own probe decides; the run explains errors
+        if cfg.hydra.mode not in (None, RunMode.RUN):  # the config makes it a multirun: Hydra's own from here
+            from expkit.startup import started
 
-                started()  # the sweep's process lives as long as the sweep: collect as usual
-                return cfg
-            probed.update(cfg=checked(cfg), overrides=list(kwargs["overrides"]))
+            ConfigLoaderImpl.load_configuration = original
+            started()  # the sweep's process lives as long as the sweep: collect as usual
             return cfg
+        probed.update(cfg=checked(cfg), overrides=list(kwargs["overrides"]))
+        return cfg
+
+    def load_configuration(self, **kwargs: Any) -> DictConfig:
+        if kwargs.get("run_mode") != RunMode.RUN:  # Hydra's probe for hydra.mode (first), or a multirun
+            return original(self, **kwargs) if probed else probe(self, **kwargs)
         ConfigLoaderImpl.load_configuration = original
         overrides, base = list(kwargs["overrides"]), probed.get("overrides")
         added = overrides[len(base):] if base is not None and overrides[: len(base)] == base else None
