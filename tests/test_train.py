@@ -72,6 +72,47 @@ def test_split_is_fixed_and_independent_of_training_seed():
     assert sum(len(d) for d in digits.datasets.values()) == 1797
 
 
+def test_batches_cut_in_one_piece_equal_the_default_loaders():
+    """The same samples, order and values as a DataLoader that fetches sample by sample."""
+    import torch
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader, TensorDataset
+
+    datamodule = instantiate(compose_config(["data.batch_size=100"]).data)
+    datamodule.setup()
+    for stage, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader())):
+        plain = DataLoader(TensorDataset(*datamodule.datasets[stage].tensors), batch_size=100,
+                           sampler=loader.sampler if stage == "train" else None)
+        batches, expected = list(loader), list(plain)
+        assert len(batches) == len(expected) > 1
+        for (x, y), (x_ref, y_ref) in zip(batches, expected, strict=True):
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_batches_pinned_when_the_trainer_runs_on_cuda(tmp_path):
+    """Pageable batches make every host-to-GPU copy wait for the GPU's queued work."""
+    from types import SimpleNamespace
+
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    def pinned(overrides, device=None):
+        datamodule = instantiate(compose_config(overrides).data)
+        datamodule.setup()
+        if device == "cpu":  # a real trainer, as Lightning attaches it before asking for loaders
+            datamodule.trainer = pl.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path)
+        elif device:  # a CUDA trainer's device, on a machine that may have no GPU
+            datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        return datamodule.train_dataloader().pin_memory
+
+    assert not pinned([])  # no trainer attached (predict, notebooks)
+    assert not pinned([], "cpu")
+    assert pinned([], "cuda:0")
+    assert not pinned(["data.pin_memory=false"], "cuda:0")
+    assert pinned(["data.pin_memory=true"], "cpu")
+
+
 def test_seed_zero_is_a_seed(tmp_path):
     first = train(compose_config(["seed=0", "data=wine", "trainer=cpu", "trainer.max_epochs=2", "logger=none", "callbacks=none"]), tmp_path / "a")
     second = train(compose_config(["seed=0", "data=wine", "trainer=cpu", "trainer.max_epochs=2", "logger=none", "callbacks=none"]), tmp_path / "b")

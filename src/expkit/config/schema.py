@@ -58,6 +58,7 @@ FIELDS: tuple[Field, ...] = (
     Field("data.val_fraction", "a number in [0, 1)", _fraction),
     Field("data.test_fraction", "a number in [0, 1)", _fraction),
     Field("data.num_workers", "an integer >= 0", lambda v: _int(v) and v >= 0),
+    Field("data.pin_memory", "true, false or null (null: pinned when training on a GPU)", lambda v: v is None or isinstance(v, bool)),
     Field("model", "a config with a _target_ (pick one with model=<option>)", _target_node),
     Field("model.net", "a config with a _target_", _target_node),
     Field("model.optimizer", "a config with a _target_", _target_node),
