@@ -2,7 +2,8 @@
 
     python benchmarks/run.py                       # CPU, 5 repetitions -> benchmarks/results/cpu.{md,json}
     python benchmarks/run.py --quick               # one epoch, one repetition (smoke test)
-    python benchmarks/run.py --device cuda         # bf16-mixed, channels-last CNNs (+ --compile)
+    python benchmarks/run.py --device cuda         # bf16-mixed, channels-last CNNs (+ --compile); a, a_prefetched,
+                                                   # b, c; up to 3 repetitions, none started that would end after 285 s
     python benchmarks/run.py --device cuda --dry-run   # print the commands and device settings only
 
 Every workload (``benchmarks/workloads.py``) runs as separate processes, interleaved within each
@@ -22,7 +23,7 @@ the part of it outside the step (data fetching and the loop), peak RSS of the tr
 (wait4; W&B's service process is not included) and, on a GPU, peak CUDA memory and mean
 utilisation. Then start-up: ``train.py --cfg job`` and ``--help`` against a bare Hydra app, and the
 unavoidable imports (``imports.py``: from launch to the end of the imports). Medians with
-[min-max] over the repetitions.
+[min-max] over the repetitions; the results are written after every repetition.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ VARIANTS = {
     "c_no_wandb": "python train.py logger=none",
 }
 DEFAULT_VARIANTS = ("a", "a_prefetched", "b", "b_wandb", "c", "c_no_wandb")
+# A lent GPU's time is short (the whole run must take under 5 minutes): the W&B and logger=none variants, which
+# break down start-up, are measured on CPU only.
+GPU_VARIANTS = ("a", "a_prefetched", "b", "c")
+GPU_BUDGET_S = 285  # a whole GPU run ends within 5 minutes
 RATIOS = (("c/a", "a"), ("c/b", "b"), ("c/b_wandb", "b_wandb"), ("c_no_wandb/b", "b"))  # (name, denominator)
 RATIO_KEYS = ("wall_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms")
 STEP_METRICS = ("wall_s", "cpu_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
@@ -233,7 +238,7 @@ def markdown(result: dict) -> str:
              f"- machine: {m['cpu']} ({m['cpu_count']} cores){', ' + ', '.join(m['gpus']) if m['gpus'] else ''}; "
              f"Python {m['python']}, torch {m['torch']}, pytorch-lightning {m['pytorch_lightning']}",
              f"- load average (1 min) before / after: {result['load_before'][0]:.2f} / {result['load_after'][0]:.2f}",
-             f"- {result['reps']} repetitions, medians [min-max]; torch threads per process: {result['threads']}; "
+             f"- {repetitions(result)}, medians [min-max]; torch threads per process: {result['threads']}; "
              f"command: `{result['command']}`",
              f"- started {result['started']}, took {result['duration_s']:.0f} s", ""]
     gpu = result["device"] == "cuda"
@@ -341,9 +346,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cuda: bf16-mixed, cudnn.benchmark, channels-last CNNs (default: cpu)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in every variant")
     p.add_argument("--quick", action="store_true", help="one epoch per workload, one repetition (smoke test)")
-    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5 on CPU, 2 on a GPU, 1 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5 on CPU, 3 on a GPU, 1 with --quick)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds: no repetition is started that would end after it, going by the slowest so far "
+                        "(the first always runs; default: 285 on a GPU, whose time is short; none on CPU)")
     p.add_argument("--workloads", default=None, help="comma-separated subset of: " + ",".join(workloads()))
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of: " + ",".join(VARIANTS))
+    p.add_argument("--variants", default=None, help="comma-separated subset of: " + ",".join(VARIANTS) +
+                   f" (default: all on CPU, {','.join(GPU_VARIANTS)} on a GPU)")
     p.add_argument("--epochs", type=int, default=None, help="override every workload's epochs")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads of every process (default: 1 on CPU, so runs on a shared machine are "
@@ -362,17 +371,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device, args.dry_run)
-    reps = args.reps or (1 if args.quick else 2 if device == "cuda" else 5)
+    reps = args.reps or (1 if args.quick else 3 if device == "cuda" else 5)
+    budget = args.budget if args.budget is not None else (GPU_BUDGET_S if device == "cuda" else None)
     all_workloads = workloads(device, quick=args.quick)
+    requested = (args.variants or ",".join(GPU_VARIANTS if device == "cuda" else DEFAULT_VARIANTS)).split(",")
     names = args.workloads.split(",") if args.workloads else list(all_workloads)
-    unknown = [n for n in names if n not in all_workloads] + [v for v in args.variants.split(",") if v not in VARIANTS]
+    unknown = [n for n in names if n not in all_workloads] + [v for v in requested if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown workload or variant {unknown}; workloads: {list(all_workloads)}, variants: {list(VARIANTS)}")
     chosen = {n: all_workloads[n] for n in names}
     for w in chosen.values():
         if args.epochs:
             w.epochs = args.epochs
-    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    variants = [v for v in VARIANTS if v in requested]
     work = Path(tempfile.mkdtemp(prefix="expkit-bench-"))
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -398,7 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict = {n: {v: [] for v in variants} for n in chosen}
     startup_raw: dict = {k: [] for k in STARTUP}
     startup_cpu: dict = {k: [] for k in STARTUP}
+    rep_times: list[float] = []
     for rep in range(reps):
+        if budget and rep_times and time.time() - t_start + max(rep_times) > budget:
+            print(f"stopping after {rep} repetitions: another would end after the {budget:.0f} s budget "
+                  f"(the slowest took {max(rep_times):.0f} s; --budget 0: no budget)", flush=True)
+            break
+        t_rep = time.time()
         if not args.no_startup:
             for key, cmd in STARTUP.items():
                 out_json = work / f"startup-{key}-{rep}.json"
@@ -409,12 +426,12 @@ def main(argv: list[str] | None = None) -> int:
                     res = {"wall_s": timing["imports_done"] - timing["t0"], "cpu_s": timing["cpu_s"]}
                 startup_raw[key].append(res["wall_s"])
                 startup_cpu[key].append(res["cpu_s"])
+                print(f"[{rep + 1}/{reps}] {key}: {res['wall_s']:.2f} s", flush=True)
         for name, w in chosen.items():
             for variant in variants:
                 tag = f"{name}-{variant}-{rep}"
                 out_json = work / f"{tag}.json"
                 argv_ = variant_argv(variant, w, device, args.compile, work / "runs" / tag, args.train_overrides.split())
-                print(f"[{rep + 1}/{reps}] {name} {variant}", flush=True)
                 res = run_process(argv_, work, {**env, "BENCH_OUT": str(out_json)}, work / f"{tag}.log",
                                   gpu=device == "cuda")
                 timing = json.loads(out_json.read_text())
@@ -423,11 +440,40 @@ def main(argv: list[str] | None = None) -> int:
                 if res["sampler"] and timing["steps"]:
                     metrics["gpu_util_pct"] = res["sampler"].mean(timing["steps"][0][2], timing["steps"][-1][2])
                 raw[name][variant].append(metrics)
+                print(f"[{rep + 1}/{reps}] {name} {variant}: {res['wall_s']:.1f} s, first step "
+                      f"{metrics.get('first_step_s') or float('nan'):.2f} s, "
+                      f"{metrics.get('step_ms') or float('nan'):.2f} ms/step", flush=True)
+        # Written after every repetition: a run cut short (a time limit on a lent GPU) keeps what it measured.
+        result = {"device": device, "compile": args.compile, "reps": rep + 1, "reps_requested": reps, "budget_s": budget,
+                  "quick": args.quick, "command": command,
+                  "started": started, "machine": machine(device), "load_before": list(load_before),
+                  "warmup_steps": args.warmup, "train_overrides": args.train_overrides.split(),
+                  "threads": threads or "torch default", "variants": {v: VARIANTS[v] for v in variants},
+                  "workloads": summarize_workloads(chosen, variants, raw)}
+        result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
+        result["startup_cpu"] = {k: summarize(v) for k, v in startup_cpu.items() if v}
+        result["startup_deltas"] = startup_deltas(result)
+        result["load_after"] = list(os.getloadavg())
+        result["duration_s"] = time.time() - t_start
+        md = write_results(result, args.out / device, variants)
+        rep_times.append(time.time() - t_rep)
+    print(md)
+    print(f"wrote {args.out / device}.md and .json")
+    if args.keep:
+        print(f"runs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
-    result = {"device": device, "compile": args.compile, "reps": reps, "quick": args.quick, "command": command,
-              "started": started, "machine": machine(device), "load_before": list(load_before),
-              "warmup_steps": args.warmup, "train_overrides": args.train_overrides.split(),
-              "threads": threads or "torch default", "variants": {v: VARIANTS[v] for v in variants}, "workloads": {}}
+
+def repetitions(result: dict) -> str:
+    done, asked = result["reps"], result.get("reps_requested", result["reps"])
+    text = f"{done} repetition{'s' * (done != 1)}"
+    return text if done >= asked else f"{text} (of {asked}: another would have ended after the {result['budget_s']:.0f} s budget)"
+
+
+def summarize_workloads(chosen: dict, variants: list[str], raw: dict) -> dict:
+    out = {}
     for name, w in chosen.items():
         summary = {v: {k: summarize([m.get(k) for m in raw[name][v]]) for k in STEP_METRICS} for v in variants}
         ratios = {}
@@ -436,25 +482,17 @@ def main(argv: list[str] | None = None) -> int:
                 num = key.split("/")[0]
                 ratios[key] = {k: ratio(summary[num][k], summary[den][k]) for k in (*RATIO_KEYS, "peak_rss_mb")}
                 ratios[f"{key} fastest"] = {k: fastest_ratio(summary[num][k], summary[den][k]) for k in RATIO_KEYS}
-        result["workloads"][name] = {"workload": w.to_dict(), "variants": summary, "ratios": ratios}
-    result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
-    result["startup_cpu"] = {k: summarize(v) for k, v in startup_cpu.items() if v}
-    result["startup_deltas"] = startup_deltas(result)
-    result["load_after"] = list(os.getloadavg())
-    result["duration_s"] = time.time() - t_start
+        out[name] = {"workload": w.to_dict(), "variants": summary, "ratios": ratios}
+    return out
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / device
+
+def write_results(result: dict, stem: Path, variants: list[str]) -> str:
+    """``<stem>.json`` and ``<stem>.md``; the markdown is returned."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result) if {"a", "b", "c"} <= set(variants) else markdown_partial(result)
     stem.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
-    if args.keep:
-        print(f"runs kept in {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return md
 
 
 def markdown_partial(result: dict) -> str:

@@ -51,6 +51,20 @@ def test_gpu_dry_run_prints_bf16_channels_last_commands_without_a_gpu(tmp_path):
     assert "--channels-last" in out and "--device cuda" in out
     for name in ("mlp_digits", "cnn_digits", "cnn_synthetic_heavy"):
         assert name in out
+    variants = {line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ")}
+    assert variants == {"a", "a_prefetched", "b", "c"}, "a GPU's short time: the W&B breakdowns run on CPU only"
+
+
+def test_budget_stops_before_a_repetition_that_would_not_fit_and_keeps_the_finished_one(tmp_path):
+    proc = subprocess.run([*RUN, "--quick", "--reps", "3", "--budget", "1", "--workloads", "mlp_digits", "--variants",
+                           "a", "--no-startup", "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "stopping after 1 repetitions" in proc.stdout
+    result = json.loads((tmp_path / "cpu.json").read_text())
+    assert (result["reps"], result["reps_requested"]) == (1, 3)
+    assert len(result["workloads"]["mlp_digits"]["variants"]["a"]["step_ms"]["values"]) == 1
+    assert "1 repetition (of 3: another would have ended after the 1 s budget)" in (tmp_path / "cpu.md").read_text()
 
 
 def test_cuda_without_a_gpu_is_refused_with_a_clear_message(tmp_path):
