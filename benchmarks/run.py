@@ -410,10 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     startup_raw: dict = {k: [] for k in STARTUP}
     startup_cpu: dict = {k: [] for k in STARTUP}
     rep_times: list[float] = []
+    result: dict = {}  # rewritten after every repetition
     for rep in range(reps):
         if budget and rep_times and time.time() - t_start + max(rep_times) > budget:
             print(f"stopping after {rep} repetitions: another would end after the {budget:.0f} s budget "
                   f"(the slowest took {max(rep_times):.0f} s; --budget 0: no budget)", flush=True)
+            result["stopped_by_budget"] = True
+            md = write_results(result, args.out / device, variants)
             break
         t_rep = time.time()
         if not args.no_startup:
@@ -469,7 +472,11 @@ def main(argv: list[str] | None = None) -> int:
 def repetitions(result: dict) -> str:
     done, asked = result["reps"], result.get("reps_requested", result["reps"])
     text = f"{done} repetition{'s' * (done != 1)}"
-    return text if done >= asked else f"{text} (of {asked}: another would have ended after the {result['budget_s']:.0f} s budget)"
+    if done >= asked:
+        return text
+    if result.get("stopped_by_budget"):
+        return f"{text} (of {asked}: another would have ended after the {result['budget_s']:.0f} s budget)"
+    return f"{text} (of {asked}: the run was cut short)"
 
 
 def summarize_workloads(chosen: dict, variants: list[str], raw: dict) -> dict:
