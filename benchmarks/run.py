@@ -409,15 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict = {n: {v: [] for v in variants} for n in chosen}
     startup_raw: dict = {k: [] for k in STARTUP}
     startup_cpu: dict = {k: [] for k in STARTUP}
-    rep_times: list[float] = []
-    result: dict = {}  # rewritten after every repetition
+    # Rewritten after every repetition: a run cut short (a time limit on a lent GPU) keeps what it measured.
+    result = {"device": device, "compile": args.compile, "reps": 0, "reps_requested": reps, "budget_s": budget,
+              "stopped_by_budget": False, "quick": args.quick, "command": command, "started": started,
+              "machine": machine(device), "load_before": list(load_before), "warmup_steps": args.warmup,
+              "train_overrides": args.train_overrides.split(), "threads": threads or "torch default",
+              "variants": {v: VARIANTS[v] for v in variants}}
+    slowest_rep = 0.0
     for rep in range(reps):
-        if budget and rep_times and time.time() - t_start + max(rep_times) > budget:
-            print(f"stopping after {rep} repetitions: another would end after the {budget:.0f} s budget "
-                  f"(the slowest took {max(rep_times):.0f} s; --budget 0: no budget)", flush=True)
-            result["stopped_by_budget"] = True
-            md = write_results(result, args.out / device, variants)
-            break
         t_rep = time.time()
         if not args.no_startup:
             for key, cmd in STARTUP.items():
@@ -446,20 +445,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{rep + 1}/{reps}] {name} {variant}: {res['wall_s']:.1f} s, first step "
                       f"{metrics.get('first_step_s') or float('nan'):.2f} s, "
                       f"{metrics.get('step_ms') or float('nan'):.2f} ms/step", flush=True)
-        # Written after every repetition: a run cut short (a time limit on a lent GPU) keeps what it measured.
-        result = {"device": device, "compile": args.compile, "reps": rep + 1, "reps_requested": reps, "budget_s": budget,
-                  "quick": args.quick, "command": command,
-                  "started": started, "machine": machine(device), "load_before": list(load_before),
-                  "warmup_steps": args.warmup, "train_overrides": args.train_overrides.split(),
-                  "threads": threads or "torch default", "variants": {v: VARIANTS[v] for v in variants},
-                  "workloads": summarize_workloads(chosen, variants, raw)}
-        result["startup"] = {k: summarize(v) for k, v in startup_raw.items() if v}
-        result["startup_cpu"] = {k: summarize(v) for k, v in startup_cpu.items() if v}
-        result["startup_deltas"] = startup_deltas(result)
-        result["load_after"] = list(os.getloadavg())
-        result["duration_s"] = time.time() - t_start
+        slowest_rep = max(slowest_rep, time.time() - t_rep)
+        result["stopped_by_budget"] = bool(budget) and rep + 1 < reps and time.time() - t_start + slowest_rep > budget
+        result.update(reps=rep + 1, workloads=summarize_workloads(chosen, variants, raw),
+                      startup={k: summarize(v) for k, v in startup_raw.items() if v},
+                      startup_cpu={k: summarize(v) for k, v in startup_cpu.items() if v})
+        result.update(startup_deltas=startup_deltas(result), load_after=list(os.getloadavg()),
+                      duration_s=time.time() - t_start)
         md = write_results(result, args.out / device, variants)
-        rep_times.append(time.time() - t_rep)
+        if result["stopped_by_budget"]:
+            print(f"stopping after {rep + 1} repetitions: another would end after the {budget:.0f} s budget "
+                  f"(the slowest took {slowest_rep:.0f} s; --budget 0: no budget)", flush=True)
+            break
     print(md)
     print(f"wrote {args.out / device}.md and .json")
     if args.keep:
