@@ -1,16 +1,58 @@
-"""Lightning callbacks of expkit's own (conf/callbacks/default.yaml lists them)."""
+"""Lightning callbacks of expkit's own (conf/callbacks/default.yaml lists them), and the way every
+callback's hooks are called (``skip_unimplemented_hooks``)."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.trainer import call
 
 from expkit.errors import NonFiniteLoss
+
+_LIGHTNING_CALL_CALLBACK_HOOKS = call._call_callback_hooks
+
+
+def skip_unimplemented_hooks() -> None:
+    """Have Lightning call only the callback hooks a callback implements (idempotent, process-wide).
+
+    Lightning calls every hook of every callback, Lightning's empty base methods included, each
+    inside a profiler context whose name it formats from the callback's ``state_key`` (for
+    ``ModelCheckpoint`` and ``EarlyStopping`` a ``repr`` of their settings, every time). With the
+    seven callbacks a default run has, that is about 40 calls a training step that do nothing:
+    about 0.13 ms of host work a step on a 2-core CPU (``benchmarks/run.py``), more on a slow GPU
+    host, where a small model's step is only a few ms of host work. TorchTNT made the same change
+    (pytorch/tnt#455).
+
+    This replaces ``pytorch_lightning.trainer.call._call_callback_hooks`` (the one function every
+    loop calls callbacks through) with one that skips a hook still bound to ``pl.Callback``'s
+    no-op. Nothing else changes: the implemented hooks run in the same order with the same
+    arguments. With a profiler attached (``debug=profiler``) and for the monitoring-callback
+    filter, Lightning's own function runs, so profiles still list every hook.
+    """
+    call._call_callback_hooks = _call_implemented_callback_hooks
+
+
+def _call_implemented_callback_hooks(
+    trainer: pl.Trainer, hook_name: str, *args: Any, monitoring_callbacks: bool | None = None, **kwargs: Any
+) -> None:
+    if monitoring_callbacks is not None or not isinstance(trainer.profiler, PassThroughProfiler):
+        return _LIGHTNING_CALL_CALLBACK_HOOKS(trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks, **kwargs)
+    no_op = getattr(pl.Callback, hook_name, None)
+    pl_module = trainer.lightning_module
+    if pl_module:
+        prev_fx_name = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+    for callback in trainer.callbacks:
+        fn = getattr(callback, hook_name)
+        if getattr(fn, "__func__", None) is not no_op and callable(fn):
+            fn(trainer, pl_module, *args, **kwargs)
+    if pl_module:
+        pl_module._current_fx_name = prev_fx_name
 
 
 def ends_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -28,38 +70,31 @@ class StopOnNonFiniteLoss(pl.Callback):
 
     The run then fails (``NonFiniteLoss``, exit code 1; the run record says ``failed``) instead of
     finishing with a useless model, and no checkpoint is written after the bad step: the last
-    checkpoint on disk holds the last good weights. On an accelerator the flag lives on the device
-    and is read every ``check_every_n_steps`` steps and before every validation, so there is no
-    per-step host synchronisation; on a CPU the loss is read each step (that waits for nothing).
-    The step named is the first bad one either way.
+    checkpoint on disk holds the last good weights.
+
+    A step only keeps a reference to its (detached) loss: no device work and no host
+    synchronisation in the hot loop. The kept losses are checked together, with one read of the
+    device, every ``check_every_n_steps`` steps, before every validation and at the end of every
+    epoch; the step named is the first bad one.
 
     Args:
-        check_every_n_steps: how often the flag is read during an epoch.
+        check_every_n_steps: how often the kept losses are checked during an epoch.
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps={check_every_n_steps} must be at least 1")
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | int | None = None  # the first bad step; -1: none yet
+        self._losses: list[torch.Tensor] = []  # the unchecked steps' losses, and their global steps
+        self._steps: list[int] = []
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        if loss.device.type == "cpu":
-            # Reading a CPU tensor waits for nothing: a Python number is the cheapest flag.
-            if not isinstance(self._first_bad, int):
-                self._first_bad = -1
-            if self._first_bad < 0 and not math.isfinite(loss.detach().sum().item()):
-                self._first_bad = trainer.global_step
-        else:
-            if not isinstance(self._first_bad, torch.Tensor) or self._first_bad.device != loss.device:
-                self._first_bad = torch.tensor(-1, device=loss.device)
-            bad = ~torch.isfinite(loss.detach()).all()
-            # The step as a Python number: a new device tensor each step would be a synchronous copy.
-            self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
-        if (batch_idx + 1) % self.check_every_n_steps == 0:
+        self._losses.append(loss.detach())
+        self._steps.append(trainer.global_step)
+        if len(self._losses) >= self.check_every_n_steps:
             self._raise_if_bad(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -69,10 +104,14 @@ class StopOnNonFiniteLoss(pl.Callback):
         self._raise_if_bad(trainer)
 
     def _raise_if_bad(self, trainer: pl.Trainer) -> None:
-        if self._first_bad is None:
-            return
-        flag = torch.tensor(self._first_bad) if isinstance(self._first_bad, int) else self._first_bad
-        first_bad = int(trainer.strategy.reduce(flag.float(), reduce_op="max").item())
+        losses, steps = self._losses, self._steps
+        self._losses, self._steps = [], []
+        first_bad = -1
+        if losses and not torch.isfinite(torch.cat([loss.reshape(-1).float() for loss in losses])).all().item():
+            first_bad = next(step for loss, step in zip(losses, steps, strict=True) if not torch.isfinite(loss).all())
+        if trainer.world_size > 1:  # every rank stops together, or the others would wait for it forever
+            flag = torch.tensor(float(first_bad), device=trainer.strategy.root_device)
+            first_bad = int(trainer.strategy.reduce(flag, reduce_op="max").item())
         if first_bad >= 0:
             raise NonFiniteLoss(
                 f"the training loss became non-finite (NaN or inf) at step {first_bad} (epoch "

@@ -17,6 +17,7 @@ from expkit.metrics import ACCURACY, LOSS, metric_key
 
 RUN_CONFIG_KEY = "expkit_run_config"
 EVAL_STAGES = ("val", "test")
+TRAIN_SUM_EVERY = 50  # training steps whose losses and predictions are kept before they are summed
 
 
 class Classifier(pl.LightningModule):
@@ -64,7 +65,8 @@ class Classifier(pl.LightningModule):
                 for stage in EVAL_STAGES
             }
         )
-        # Training: running sums on the device (see _accumulate_train_metrics).
+        # Training: the unsummed steps, and running sums on the device (see _accumulate_train_metrics).
+        self._train_pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._train_sums: torch.Tensor | None = None
         self._train_count = 0
 
@@ -82,21 +84,35 @@ class Classifier(pl.LightningModule):
         return loss
 
     def _accumulate_train_metrics(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        """Add the batch to the epoch's loss and accuracy sums, kept on the device.
+        """Keep the batch's loss, predictions and labels for the epoch's loss and accuracy.
 
-        A training step is the hot loop: the ``self.log`` and torchmetrics ``update`` calls a step
-        would otherwise make cost about 0.8 ms of host work each step (a quarter of a small MLP's
-        step on a CPU, measured by ``benchmarks/run.py``). Two in-place additions cost a few
-        microseconds, never synchronise with a GPU, and give exactly what epoch-level logging gave:
-        the sample-weighted mean loss and the micro accuracy of the epoch, logged once at its last
-        batch (``on_train_batch_end``).
+        A training step is the hot loop, and on a GPU a small model's step is bound by the host:
+        every device operation a step launches costs host time. The ``self.log`` and torchmetrics
+        ``update`` calls a step would otherwise make cost about 0.8 ms of host work (a quarter of
+        a small MLP's step on a CPU, measured by ``benchmarks/run.py``); adding to running sums
+        costs five launches. Here a step launches one (the argmax) and keeps references; every
+        ``TRAIN_SUM_EVERY`` steps and at the epoch's end they are summed in a few launches, never
+        synchronising with a GPU. Logged once at the epoch's last batch (``on_train_batch_end``):
+        the sample-weighted mean loss and the micro accuracy of the epoch, as epoch-level logging gives.
         """
+        self._train_pending.append((loss.detach(), logits.detach().argmax(dim=-1), y))
+        if len(self._train_pending) >= TRAIN_SUM_EVERY:
+            self._sum_pending_train_steps()
+
+    def _sum_pending_train_steps(self) -> None:
+        if not self._train_pending:
+            return
+        losses, predictions, targets = zip(*self._train_pending, strict=True)
+        self._train_pending = []
+        by_size: dict[int, list[torch.Tensor]] = {}  # mean losses, grouped by batch size (the last batch is smaller)
+        for loss, target in zip(losses, targets, strict=True):
+            by_size.setdefault(len(target), []).append(loss)
         with torch.no_grad():
-            if self._train_sums is None or self._train_sums.device != loss.device:
-                self._train_sums = torch.zeros(2, device=loss.device)
-            self._train_sums[0].add_(loss.detach(), alpha=len(y))
-            self._train_sums[1].add_((logits.argmax(dim=-1) == y).sum())
-        self._train_count += len(y)
+            loss_sum = sum(torch.stack(group).sum() * size for size, group in by_size.items())
+            correct = (torch.cat(predictions) == torch.cat(targets)).sum()
+            sums = torch.stack([loss_sum.float(), correct.float()])
+            self._train_sums = sums if self._train_sums is None or self._train_sums.device != sums.device else self._train_sums + sums
+        self._train_count += sum(len(t) for t in targets)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if ends_epoch(self.trainer, batch_idx):  # not in on_train_epoch_end: every callback's epoch end sees it
@@ -106,6 +122,7 @@ class Classifier(pl.LightningModule):
         self._log_train_metrics()  # an epoch that ended early (should_stop mid-epoch); no-op otherwise
 
     def _log_train_metrics(self) -> None:
+        self._sum_pending_train_steps()
         if self._train_sums is None or not self._train_count:
             return
         local_count = self._train_count

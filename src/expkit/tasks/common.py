@@ -64,6 +64,9 @@ def build_callbacks(callbacks_cfg: Mapping | None, run_dir: Path) -> list:
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None):
     from hydra.utils import instantiate
 
+    from expkit.callbacks import skip_unimplemented_hooks
+
+    skip_unimplemented_hooks()
     loggers = build_loggers(cfg.get("logger"), run_dir)
     return instantiate(
         cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks or []
