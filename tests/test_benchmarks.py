@@ -104,3 +104,15 @@ def test_ratios_pair_each_repetitions_variants():
     assert fastest_ratio(c, b) == pytest.approx(2.0 / 1.5)
     delta = startup_difference(c, b, None, None)
     assert delta["wall"] == pytest.approx(0.5) and delta["wall_fastest"] == pytest.approx(0.5) and delta["cpu"] is None
+
+
+def test_an_expkit_training_step_runs_no_more_device_operations_than_plain_lightnings():
+    """The per-step target (c/b <= 1.05) as a count, which does not vary with the machine's load:
+    expkit's module, metrics, callbacks and data add no operation to a step of plain Lightning
+    (on a GPU each would be a kernel launch, paid in host time). Counted on the MLP digits workload."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.ops import expkit_ops, plain_lightning_ops
+
+    b, c = plain_lightning_ops(), expkit_ops()
+    assert b.per_step() > 50  # forward, backward and AdamW were counted
+    assert c.per_step() <= b.per_step(), (c.ops - b.ops, b.ops - c.ops)
