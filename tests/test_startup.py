@@ -4,6 +4,7 @@ keeps what Hydra, Python and W&B would otherwise do."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,29 @@ def test_wandb_init_imports_wandb_launch_only_when_job_inputs_are_staged(tmp_pat
 
     assert init("plain") == ["False", "PUBLISHED", "0"]
     assert init("staged") == ["True", "PUBLISHED", "1"]  # W&B's own code still applies staged inputs
+
+
+WANDB_EARLY_SERVICE = """
+import sys
+from expkit.tracking.wandb import start_service_in_background, wait_for_service
+start_service_in_background()
+import wandb
+from wandb.sdk import wandb_setup
+wait_for_service()
+started = wandb_setup.singleton()._connection
+run = wandb.init(project="startup-test", dir=sys.argv[1])
+print("STARTED", started is not None, "USED", started is not None and wandb_setup.singleton()._connection is started)
+run.finish()
+"""
+
+
+@pytest.mark.parametrize("mode,expected", [("offline", ["True", "USED", "True"]), ("disabled", ["False", "USED", "False"])])
+def test_wandb_service_started_in_the_background_is_the_one_wandb_init_uses(mode, expected, tmp_path):
+    """``train.py`` starts W&B's service while it builds the data and model; ``wandb.init`` must use
+    that service, not start a second one; with W&B disabled nothing is started."""
+    env = {**os.environ, "WANDB_MODE": mode, "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "-c", WANDB_EARLY_SERVICE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("STARTED")[-1].split() == expected
+    assert bool(list(tmp_path.rglob("*.wandb"))) == (mode == "offline")  # the run's offline log

@@ -39,10 +39,20 @@ def build_loggers(logger_cfg: Mapping | None, run_dir: Path) -> list:
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import WandbLogger
 
+    wandb_tracking.wait_for_service()  # started in the background by the task, if it logs to W&B
     loggers = [instantiate(cfg, save_dir=str(run_dir)) for cfg in (logger_cfg or {}).values() if cfg]
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         wandb_tracking.skip_launch_import_when_nothing_staged()
     return loggers
+
+
+def logs_to_wandb(logger_cfg: Mapping | None) -> bool:
+    """Whether the ``logger`` group has a W&B logger (``WandbLogger`` or a subclass)."""
+    from hydra.utils import get_class
+    from pytorch_lightning.loggers import WandbLogger
+
+    targets = [cfg.get("_target_") for cfg in (logger_cfg or {}).values() if cfg]
+    return any(target and issubclass(get_class(target), WandbLogger) for target in targets)
 
 
 def build_callbacks(callbacks_cfg: Mapping | None, run_dir: Path) -> list:

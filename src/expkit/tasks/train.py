@@ -16,7 +16,15 @@ from omegaconf import DictConfig
 import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
 from expkit.config import checked_entry_point, validate
 from expkit.paths import config_dir
-from expkit.tasks.common import build_callbacks, build_trainer, log, resolved, run_job
+from expkit.tasks.common import (
+    build_callbacks,
+    build_trainer,
+    log,
+    logs_to_wandb,
+    process_rank,
+    resolved,
+    run_job,
+)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -33,8 +41,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.tracking.history import EpochHistory
     from expkit.tracking.plots import plot_learning_curves
     from expkit.tracking.record import note_run
+    from expkit.tracking.wandb import start_service_in_background
 
     validate(cfg, task="train")  # fail before launch: every bad input, one clear error (issue 6)
+    if process_rank() == 0 and logs_to_wandb(cfg.get("logger")):
+        start_service_in_background()  # W&B's service starts while the data and model are built
     config = resolved(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.seed is not None:
