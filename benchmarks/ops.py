@@ -1,6 +1,6 @@
 """The device operations a training step runs: plain Lightning (b) against expkit (c), counted.
 
-    python benchmarks/ops.py            # MLP on digits, batch 32, steps 10-29 of the first epoch
+    python benchmarks/ops.py            # MLP on digits (CPU workload: batch 32), steps 10-29 of the first epoch
 
 On a GPU a small model's step is bound by the host: every operation a step launches costs host
 time (dispatch and a kernel launch), whatever the kernel does. Timings on a shared machine vary
@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 FIRST_STEP, STEPS = 10, 20  # the counted window: clear of warm-up and of the first epoch's end
@@ -61,39 +60,29 @@ class OpCounter(pl.Callback):
         return sum(self.ops.values()) / self.steps
 
 
-def plain_lightning_ops(batch_size: int = 32) -> OpCounter:
-    """(b): ``plain_lightning.py``'s module and trainer, on the MLP digits workload."""
-    from torch.utils.data import DataLoader, TensorDataset
+def plain_lightning_ops() -> OpCounter:
+    """(b): ``plain_lightning.py``'s module, trainer and data, on the MLP digits workload."""
+    from benchmarks.plain_lightning import build
+    from benchmarks.workloads import workloads
 
-    from benchmarks.plain_lightning import PlainClassifier
-    from benchmarks.workloads import arrays, build_net, num_classes, workloads
-
-    w = workloads()["mlp_digits"]
-    splits = arrays(w)
-    data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
-    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), 1)
+    w = workloads(quick=True)["mlp_digits"]
     counter = OpCounter()
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[counter],
-                         default_root_dir=tempfile.mkdtemp())
-    trainer.fit(model, DataLoader(data["train"], batch_size=batch_size, shuffle=True),
-                DataLoader(data["val"], batch_size=batch_size))
+    model, trainer, loaders = build(w, callbacks=[counter])
+    trainer.fit(model, loaders["train"], loaders["val"])
     return counter
 
 
-def expkit_ops(batch_size: int = 32, overrides: tuple[str, ...] = ()) -> OpCounter:
-    """(c): what ``train.py`` builds (expkit's module, datamodule, default callbacks and trainer),
-    fitted in this process, without a logger (W&B launches nothing on the device)."""
-    from hydra import compose, initialize_config_dir
+def expkit_ops() -> OpCounter:
+    """(c): what ``train.py`` builds (expkit's module, datamodule, default callbacks and trainer) for
+    the same workload, fitted in this process, without a logger (W&B launches nothing on the device)."""
     from hydra.utils import instantiate
 
-    import expkit.resolvers  # noqa: F401
-    from expkit.paths import config_dir
+    from benchmarks.workloads import workloads
+    from expkit.config.compose import compose
     from expkit.tasks.common import build_callbacks, build_trainer
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["model=mlp", "data=digits", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-                                          "logger=none", f"data.batch_size={batch_size}", *overrides])
+    w = workloads(quick=True)["mlp_digits"]
+    cfg = compose("train", [*w.train_overrides(), "trainer.accelerator=cpu", "logger=none"])
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
     model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")

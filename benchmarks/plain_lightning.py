@@ -59,6 +59,23 @@ class PlainClassifier(pl.LightningModule):
         return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)]
 
 
+def build(w: Workload, device: str = "cpu", callbacks: list | None = None, logger=False):
+    """Plain Lightning's module, trainer and loaders (``train``, ``val``, ``test``) for ``w``."""
+    cuda = device == "cuda"
+    splits = arrays(w)
+    data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
+    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), w.epochs)
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
+        max_epochs=w.epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, benchmark=cuda or None, callbacks=callbacks or [],
+    )
+    loaders = {"train": DataLoader(data["train"], batch_size=w.batch_size, shuffle=True, pin_memory=cuda,
+                                   generator=torch.Generator().manual_seed(w.seed))}
+    loaders.update({s: DataLoader(data[s], batch_size=w.batch_size) for s in ("val", "test")})
+    return model, trainer, loaders
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workload", required=True, help="a Workload as JSON")
@@ -68,11 +85,7 @@ def main() -> None:
     p.add_argument("--wandb", metavar="DIR", help="log to W&B (offline) under DIR")
     args = p.parse_args()
     w = Workload(**json.loads(args.workload))
-    cuda = args.device == "cuda"
     pl.seed_everything(w.seed, verbose=False)
-    splits = arrays(w)
-    data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
-    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), w.epochs)
     logger = False
     if args.wandb:
         from pytorch_lightning.loggers import WandbLogger
@@ -80,16 +93,9 @@ def main() -> None:
         Path(args.wandb).mkdir(parents=True, exist_ok=True)
         logger = WandbLogger(project="expkit-bench", save_dir=args.wandb, offline=True)
         logger.log_hyperparams(w.to_dict())
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
-        max_epochs=w.epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, benchmark=cuda or None,
-        callbacks=[StepTimer(channels_last=args.channels_last, compile=args.compile)],
-    )
-    train = DataLoader(data["train"], batch_size=w.batch_size, shuffle=True, pin_memory=cuda,
-                       generator=torch.Generator().manual_seed(w.seed))
-    trainer.fit(model, train, DataLoader(data["val"], batch_size=w.batch_size))
-    trainer.test(model, DataLoader(data["test"], batch_size=w.batch_size), verbose=False)
+    model, trainer, loaders = build(w, args.device, [StepTimer(channels_last=args.channels_last, compile=args.compile)], logger)
+    trainer.fit(model, loaders["train"], loaders["val"])
+    trainer.test(model, loaders["test"], verbose=False)
 
 
 if __name__ == "__main__":

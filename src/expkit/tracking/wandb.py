@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 # Where W&B Launch keeps job inputs staged for the next ``wandb.init`` (a singleton in this module).
 LAUNCH_INPUTS_MODULE = "wandb.sdk.launch.inputs.internal"
+# The service start begun by start_service_in_background, until wait_for_service joins it.
+_service_start: threading.Thread | None = None
 
 
 def logged_in() -> bool:
@@ -119,5 +121,3 @@ def wait_for_service() -> None:
         _service_start.join()
         _service_start = None
 
-
-_service_start: threading.Thread | None = None
