@@ -79,13 +79,14 @@ def expkit_ops() -> OpCounter:
 
     from benchmarks.workloads import workloads
     from expkit.config.compose import compose
+    from expkit.models import build_model
     from expkit.tasks.common import build_callbacks, build_trainer
 
     w = workloads(quick=True)["mlp_digits"]
     cfg = compose("train", [*w.train_overrides(), "trainer.accelerator=cpu", "logger=none"])
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
-    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model = build_model(cfg.model, spec)
     run_dir = Path(tempfile.mkdtemp())
     counter = OpCounter()
     trainer = build_trainer(cfg, run_dir, callbacks=[*build_callbacks(cfg.callbacks, run_dir), counter])

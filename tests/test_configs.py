@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from expkit.models import check_model_fits_data
+from expkit.models import build_model
 from expkit.tasks.common import build_callbacks, build_trainer, resolved
 from tests.conftest import CONF, compose_config, data_overrides
 
@@ -45,8 +45,7 @@ def test_config_composes_and_instantiates(config_file, user_files, tmp_path):
 
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
-    check_model_fits_data(cfg.model, spec)
-    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model = build_model(cfg.model, spec)
     model.configure_optimizers()
     trainer = build_trainer(cfg, tmp_path, callbacks=build_callbacks(cfg.get("callbacks"), tmp_path))
     assert len(trainer.loggers) == len(cfg.logger or {})

@@ -124,10 +124,12 @@ def _fit_digits(trainer_kwargs: dict, callbacks: list, tmp_path, overrides=()):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from expkit.models import build_model
+
     cfg = compose_config(["trainer=cpu", *overrides])
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
-    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model = build_model(cfg.model, spec)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False,
                          default_root_dir=tmp_path, callbacks=callbacks, **{"enable_progress_bar": False, **trainer_kwargs})
     trainer.fit(model, datamodule=datamodule)

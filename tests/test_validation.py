@@ -283,6 +283,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     from expkit.callbacks import StopOnNonFiniteLoss
     from expkit.errors import NonFiniteLoss
+    from expkit.models import build_model
 
     class Diverge(pl.Callback):
         """Stands in for an exploding optimizer: from epoch 2 on, the weights are NaN."""
@@ -295,7 +296,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = compose("train", ["data=wine", "trainer=cpu"])
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
-    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model = build_model(cfg.model, spec)
     checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = pl.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path,

@@ -1,6 +1,6 @@
 """LightningModules (``Classifier``) and the networks they wrap (``nets``)."""
 
 from expkit.models.classifier import Classifier
-from expkit.models.compat import check_model_fits_data
+from expkit.models.compat import build_model, check_model_fits_data
 
-__all__ = ["Classifier", "check_model_fits_data"]
+__all__ = ["Classifier", "build_model", "check_model_fits_data"]

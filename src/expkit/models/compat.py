@@ -35,3 +35,11 @@ def check_model_fits_data(model_cfg: Mapping[str, Any], spec: DataSpec) -> None:
             f"{label} sets model.net.input_shape={list(pinned_shape)} but {spec.describe()}: remove "
             "model.net.input_shape (it is derived from the data) or pick matching data."
         )
+
+
+def build_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> Any:
+    """The model ``model_cfg`` describes, sized for the data (``spec``): checked to fit it first."""
+    from hydra.utils import instantiate
+
+    check_model_fits_data(model_cfg, spec)
+    return instantiate(model_cfg, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")

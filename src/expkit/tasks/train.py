@@ -32,7 +32,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from expkit.models import check_model_fits_data
+    from expkit.models import build_model
     from expkit.models.checkpoint import load_checkpoint
     from expkit.reproducibility import EpochSeeder
     from expkit.startup import started
@@ -53,9 +53,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     spec = datamodule.spec
-    check_model_fits_data(cfg.model, spec)
     log.info("Training %s on %s", cfg.model.net._target_, spec.describe())
-    model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.num_classes, _convert_="all")
+    model = build_model(cfg.model, spec)
     model.run_config = config
 
     callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
