@@ -66,8 +66,9 @@ def test_versions_and_stages_with_dvc_artifacts_get(runs, tmp_path):
     out = expkit(repo, "register", str(runs["poor"]), "--name", "digits", "--no-wandb", "--git").stdout
     assert "tagged digits@v2.0.0" in out and "--rev v2.0.0" in out
 
-    with pytest.raises(PromotionRefused):  # the poor one misses the KPI bound: no stage tag
+    with pytest.raises(PromotionRefused):  # the poor one misses the KPI bound: no stage tag, the refusal committed
         promote("digits:v2", "production", registry_root, wandb_log=False, git=True)
+    assert git(repo, "log", "-1", "--format=%s").startswith("Refuse digits v2 for production: ")
     out = expkit(repo, "promote", "digits:v1", "--stage", "production", "--no-wandb", "--git").stdout
     assert "tagged digits#production#1" in out and "--stage production" in out
 
@@ -107,7 +108,16 @@ def test_versions_and_stages_with_dvc_artifacts_get(runs, tmp_path):
         assert json.loads((elsewhere / got / "card.json").read_text())["version"] == number
     assert (registry_root / "digits/v1/model.ckpt").read_bytes() != (registry_root / "digits/v2/model.ckpt").read_bytes()
 
-    # promote --git refuses a version registered without --git (no tag to point at), before judging.
+    # --git refuses while registry.json has changes made without --git: the commit would sweep them in.
     register(runs["good"], "digits", registry_root, wandb_log=False)
+    for refused in (lambda: promote("digits:v1", "staging", registry_root, wandb_log=False, git=True),
+                    lambda: register(runs["good"], "digits", registry_root, wandb_log=False, git=True)):
+        with pytest.raises(ConfigError, match=r"registry/registry\.json has uncommitted changes.*git add registry"):
+            refused()
+    assert len(Registry(registry_root).model("digits")["versions"]) == 3 and "staging" not in git(repo, "tag", "--list")
+    git(repo, "add", "registry")
+    git(repo, "commit", "-q", "-m", "v3, registered without --git")
+
+    # promote --git refuses a version registered without --git (no tag to point at), before judging.
     with pytest.raises(ConfigError, match="no version tag digits@v3.0.0"):
         promote("digits:v3", "production", registry_root, wandb_log=False, git=True)

@@ -118,6 +118,11 @@ def open_repo(registry_root: Path, name: str) -> GitRepo:
         raise ConfigError(f"--git: files are already staged in {repo.root} ({', '.join(staged[:5])}"
                           f"{', ...' if len(staged) > 5 else ''}); expkit commits only the registry files: commit or "
                           "unstage them first (git commit / git restore --staged), then retry.")
+    registry_file = repo.rel(Path(registry_root) / "registry.json")
+    if repo.git("status", "--porcelain", "--", registry_file).stdout.strip():
+        raise ConfigError(f"--git: {registry_file} has uncommitted changes (a version registered or promoted without "
+                          "--git, or an edit), which the registry commit would include without their files; commit "
+                          f"them first (git add {repo.rel(Path(registry_root))} && git commit), then retry.")
     return repo
 
 
@@ -209,10 +214,15 @@ def check_promote(repo: GitRepo, name: str, number: int, stage: str) -> str:
 def commit_and_tag_stage(repo: GitRepo, name: str, number: int, stage: str, commit: str,
                          registry_root: Path, tag: str) -> dict[str, Any]:
     """After a successful promotion: commit ``registry.json`` and tag the version's commit with the stage."""
-    paths = [repo.rel(Path(registry_root) / "registry.json")]
-    if (Path(registry_root) / ".gitignore").is_file():
-        paths.append(repo.rel(Path(registry_root) / ".gitignore"))
-    state = repo.commit(paths, f"Promote {name} v{number} to {stage} ({tag})")
+    state = commit_registry(repo, registry_root, f"Promote {name} v{number} to {stage} ({tag})")
     _check_tag(tag, name=name, stage=stage)
     repo.annotated_tag(tag, commit, f"expkit promote: {name} v{number} ({version_tag(name, number)}) to {stage}")
     return {"tag": tag, "commit": commit, "registry_commit": state}
+
+
+def commit_registry(repo: GitRepo, registry_root: Path, message: str) -> str:
+    """Commit ``registry.json`` (e.g. a promotion or a refused one, which its history records)."""
+    paths = [repo.rel(Path(registry_root) / "registry.json")]
+    if (Path(registry_root) / ".gitignore").is_file():
+        paths.append(repo.rel(Path(registry_root) / ".gitignore"))
+    return repo.commit(paths, message)

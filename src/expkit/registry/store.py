@@ -252,6 +252,9 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
     model["history"].append(event)
     if not judgement.passed:
         registry.save()
+        if git:  # the refusal is in registry.json's history: commit it, so later --git runs find it clean
+            git_artifacts.commit_registry(repo, registry.root, f"Refuse {name} v{candidate['version']} for {stage}: "
+                                          + "; ".join(judgement.reasons))
         exc = PromotionRefused(f"{name} v{candidate['version']} was not promoted to {stage}: " + "; ".join(judgement.reasons))
         exc.judgement, exc.how = judgement, how  # type: ignore[attr-defined]
         raise exc
