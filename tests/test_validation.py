@@ -154,6 +154,15 @@ CASES = [
     Case("config-file-argument-typo", lambda f: [searchpath(f), "experiment=typo_argument"], 2, ("model.net.dropuot", "Did you mean 'model.net.dropout'?")),
     Case("config-file-bad-yaml", lambda f: [searchpath(f), "experiment=broken_yaml"], 2, ("does not load", "broken_yaml.yaml")),
     Case("config-file-bad-value", lambda f: [searchpath(f), "experiment=bad_value"], 2, ("trainer.max_epochs=0",)),
+    # -- the same through --config-dir (checked on Hydra's own composition, where its configs are found)
+    Case("config-dir-unknown-key", lambda f: ["--config-dir", str(f["conf"]), "trainer.max_epoch=5"], 2,
+         ("unknown key 'trainer.max_epoch'", "Did you mean 'trainer.max_epochs=5'?"), "train.py"),
+    Case("config-dir-option-typo", lambda f: ["--config-dir", str(f["conf"]), "experiment=typo_grup"], 2,
+         ("no option 'typo_grup'", "Did you mean 'experiment=typo_group'?"), "train.py"),
+    Case("config-dir-file-typo", lambda f: ["--config-dir", str(f["conf"]), "experiment=typo_group"], 2,
+         ("trianer", "Did you mean 'trainer'?"), "train.py"),
+    Case("config-dir-sweep-typo", lambda f: ["-m", "--config-dir", str(f["conf"]), "experiment=digits_cnn,typo_grup"], 2,
+         ("job 1", "Did you mean 'experiment=typo_group'?"), "train.py"),
     # -- user data (data=files), MNIST files ---------------------------------------------------
     Case("data-missing-file", lambda f: ["data=files", f"data.path={f['root']}/absent.csv"], 3, ("data.path=", "absent.csv", "does not exist")),
     Case("data-unsupported-type", lambda f: ["data=files", f"data.path={f['notes']}"], 3, ("notes.txt", "unsupported file type '.txt'")),

@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from expkit.config.suggest import did_you_mean
 from expkit.errors import ConfigError, exit_with
 
-# Flags after which Hydra composes nothing we could check (help, completion, external configs).
+# Flags after which Hydra composes nothing we could check (help, completion, a rerun).
 # --cfg only prints the config: Hydra composes it anyway, and a second composition here would
 # double its start-up (the benchmark measures it against a bare Hydra app).
-_SKIP_FLAGS = ("help", "hydra_help", "info", "cfg", "shell_completion", "experimental_rerun", "config_dir")
+_SKIP_FLAGS = ("help", "hydra_help", "info", "cfg", "shell_completion", "experimental_rerun")
 
 
 @contextmanager
@@ -261,6 +261,7 @@ def check_command_line(argv: Sequence[str], config_name: str, *, compose_single_
     A single run's composition is left to Hydra when ``compose_single_run`` is false (see
     :func:`checked_composition`); returns whether the composition was checked here."""
     from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
 
     args, _ = get_args_parser().parse_known_args(list(argv))
     if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
@@ -276,6 +277,10 @@ def check_command_line(argv: Sequence[str], config_name: str, *, compose_single_
         )
     if not args.multirun and not compose_single_run:
         return False
+    if args.config_dir and not GlobalHydra.instance().is_initialized():
+        # Its configs are found only inside Hydra's app: a single run is checked on Hydra's own
+        # composition (checked_composition), a sweep's jobs by the ValidateSweep callback.
+        return True
     jobs = probes(overrides)
     for probe in jobs:
         try:
