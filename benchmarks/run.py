@@ -63,7 +63,7 @@ GPU_VARIANTS = ("a", "a_prefetched", "b", "c")
 GPU_BUDGET_S = 285  # a whole GPU run ends within 5 minutes
 RATIOS = (("c/a", "a"), ("c/b", "b"), ("c/b_wandb", "b_wandb"), ("c_no_wandb/b", "b"))  # (name, denominator)
 RATIO_KEYS = ("wall_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms")
-STEP_METRICS = ("wall_s", "cpu_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
+STEP_METRICS = ("wall_s", "cpu_s", "training_start_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
                 "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
 STARTUP = {
     "python": ["-c", "pass"],
@@ -76,20 +76,26 @@ STARTUP = {
     "import_torch_lightning_wandb": ["benchmarks/imports.py", "torch", "pytorch_lightning", "wandb"],
 }
 IMPORTS = tuple(k for k, cmd in STARTUP.items() if cmd[0] == "benchmarks/imports.py")  # timed in-process
-# Time to the first step against a baseline: a start-up command (the imports) or another variant.
-# (key in startup_deltas, variant, baseline, label, target)
-FIRST_STEP_COMPARISONS = (
-    ("first_step_over_imports_wandb", "c", "import_torch_lightning_wandb",
-     "first step (c) - imports of torch, Lightning, W&B", "<= 1"),
-    ("no_wandb_first_step_over_imports", "c_no_wandb", "import_torch_lightning",
-     "first step (c, logger=none) - imports of torch, Lightning", "<= 1"),
-    ("plain_lightning_first_step_over_imports", "b", "import_torch_lightning",
-     "first step (b) - imports of torch, Lightning", ""),
-    ("plain_lightning_wandb_first_step_over_imports", "b_wandb", "import_torch_lightning_wandb",
-     "first step (b_wandb) - imports of torch, Lightning, W&B", ""),
-    ("first_step_over_plain_lightning", "c", "b", "first step (c) - first step (b)", "<= 1"),
-    ("first_step_over_plain_lightning_wandb", "c", "b_wandb", "first step (c) - first step (b_wandb)", "<= 1"),
-    ("no_wandb_first_step_over_plain_lightning", "c_no_wandb", "b", "first step (c, logger=none) - first step (b)", "<= 1"),
+# Start-up of a variant against a baseline: a start-up command (the imports) or another variant.
+# "training start": the first training step begins (what it takes to get to training); "first
+# step": it ends, so its own compute and the one-off work of a first call count too.
+START_METRICS = {"training_start": ("training_start_s", None, "training starts"),
+                 "first_step": ("first_step_s", "first_step_cpu_s", "first step")}  # (wall, CPU, label)
+# (key in startup_deltas, metric, variant, baseline, label, target)
+FIRST_STEP_COMPARISONS = tuple(
+    (f"{prefix}{metric}{suffix}", metric, variant, baseline,
+     f"{START_METRICS[metric][2]} ({who}) - {of}", target)
+    for metric in START_METRICS
+    for prefix, suffix, variant, baseline, who, of, target in (
+        ("", "_over_imports_wandb", "c", "import_torch_lightning_wandb", "c", "imports of torch, Lightning, W&B", "<= 1"),
+        ("no_wandb_", "_over_imports", "c_no_wandb", "import_torch_lightning", "c, logger=none", "imports of torch, Lightning", "<= 1"),
+        ("plain_lightning_", "_over_imports", "b", "import_torch_lightning", "b", "imports of torch, Lightning", ""),
+        ("plain_lightning_wandb_", "_over_imports", "b_wandb", "import_torch_lightning_wandb", "b_wandb",
+         "imports of torch, Lightning, W&B", ""),
+        ("", "_over_plain_lightning", "c", "b", "c", "the same for b", "<= 1"),
+        ("", "_over_plain_lightning_wandb", "c", "b_wandb", "c", "the same for b_wandb", "<= 1"),
+        ("no_wandb_", "_over_plain_lightning", "c_no_wandb", "b", "c, logger=none", "the same for b", "<= 1"),
+    )
 )
 
 
@@ -148,7 +154,8 @@ def step_metrics(timing: dict, warmup: int) -> dict:
             inside.append(end1 - start1)
             if cpu0 and cpu1:
                 cpu.append(cpu1[0] - cpu0[0])
-    out = {"steps": len(steps), "first_step_s": steps[0][2] - timing["t0"] if steps else None}
+    out = {"steps": len(steps), "training_start_s": steps[0][1] - timing["t0"] if steps else None,
+           "first_step_s": steps[0][2] - timing["t0"] if steps else None}
     if steps and len(steps[0]) > 3:
         out["first_step_cpu_s"] = steps[0][3]
     if intervals:
@@ -247,11 +254,11 @@ def markdown(result: dict) -> str:
         lines += [f"## {name}: {w['description']}", "",
                   f"batch {w['batch_size']}, {w['epochs']} epochs, {fmt(wres['variants']['c']['steps'], 0)} "
                   "training steps, seed 42", "",
-                  "| variant | wall s | first step s | first step CPU s | step ms | step CPU ms | outside step ms "
-                  "| samples/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
-                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
+                  "| variant | wall s | training starts s | first step s | first step CPU s | step ms | step CPU ms "
+                  "| outside step ms | samples/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
         for variant, v in wres["variants"].items():
-            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
+            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v.get('training_start_s'))} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
                    f"{fmt(v['step_ms'], 3)} | {fmt(v['step_cpu_ms'], 3)} | {fmt(v['outside_step_ms'], 3)} | "
                    f"{fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
             if gpu:
@@ -273,15 +280,16 @@ def markdown(result: dict) -> str:
     lines += ["", "| comparison | wall s | CPU s | fastest wall s | target |", "|---|---|---|---|---|",
               f"| `train.py --cfg job` - bare Hydra `--cfg job` | {_d(d.get('cfg_job_over_bare_hydra'))} | <= 0.2 |",
               f"| `train.py --help` - bare Hydra `--help` | {_d(d.get('help_over_bare_hydra'))} | <= 0.2 |"]
-    for key, _, _, label, target in FIRST_STEP_COMPARISONS:
+    for key, _, _, _, label, target in FIRST_STEP_COMPARISONS:
         for name, delta in d.get(key, {}).items():
             lines.append(f"| {name}: {label} | {_d(delta)} | {target} |")
     lines += ["", "Variants: " + "; ".join(f"**{k}** {v}" for k, v in result["variants"].items()) + ".",
               "Step time: mean interval between consecutive training steps of an epoch after warm-up "
               "(compute, data fetching and per-step hooks); outside step: the part spent between the "
-              "end of one step and the start of the next (data loading and the training loop). First step: "
-              "from the process's launch to the end of its first training step, so it includes the sanity "
-              "check's two validation batches and the first step's own compute. Imports: "
+              "end of one step and the start of the next (data loading and the training loop). Training "
+              "starts: from the process's launch to the start of its first training step, after the sanity "
+              "check's two validation batches. First step: to the end of that step, so its own compute and "
+              "the one-off work of a first call count too. Imports: "
               "`benchmarks/imports.py`, from the launch to the end of the imports (no interpreter "
               "teardown).", ""]
     return "\n".join(lines)
@@ -519,17 +527,18 @@ def startup_deltas(result: dict) -> dict:
 
     d: dict = {"cfg_job_over_bare_hydra": diff("train_cfg_job", "bare_hydra_cfg_job"),
                "help_over_bare_hydra": diff("train_help", "bare_hydra_help")}
-    for key, variant, baseline, _, _ in FIRST_STEP_COMPARISONS:
+    for key, metric, variant, baseline, _, _ in FIRST_STEP_COMPARISONS:
         d[key] = {}
+        wall_key, cpu_key, _ = START_METRICS[metric]
         for name, w in result["workloads"].items():
             v = w["variants"].get(variant) or {}
-            if baseline in STARTUP:
-                base_wall, base_cpu = wall.get(baseline), cpu.get(baseline)
+            if baseline in STARTUP:  # the imports: no CPU time to set against a step's start
+                base_wall, base_cpu = wall.get(baseline), cpu.get(baseline) if cpu_key else None
             else:
                 b = w["variants"].get(baseline) or {}
-                base_wall, base_cpu = b.get("first_step_s"), b.get("first_step_cpu_s")
-            if v.get("first_step_s") and base_wall:
-                d[key][name] = startup_difference(v["first_step_s"], base_wall, v.get("first_step_cpu_s"), base_cpu)
+                base_wall, base_cpu = b.get(wall_key), b.get(cpu_key) if cpu_key else None
+            if v.get(wall_key) and base_wall:
+                d[key][name] = startup_difference(v[wall_key], base_wall, v.get(cpu_key) if cpu_key else None, base_cpu)
     return d
 
 

@@ -24,7 +24,8 @@ def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
     steps = {name: v["steps"]["median"] for name, v in variants.items()}
     assert len(set(steps.values())) == 1 and steps["c"] > 0, steps  # same number of steps everywhere
     for v in variants.values():
-        for key in ("wall_s", "cpu_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms",
+        assert v["training_start_s"]["median"] < v["first_step_s"]["median"]
+        for key in ("wall_s", "cpu_s", "training_start_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms",
                     "steps_per_s", "samples_per_s", "peak_rss_mb"):
             assert v[key]["median"] > 0 and len(v[key]["values"]) == 1, key
     ratios = result["workloads"]["mlp_digits"]["ratios"]
@@ -35,6 +36,8 @@ def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
     assert deltas["cfg_job_over_bare_hydra"]["cpu"] is not None and deltas["first_step_over_imports_wandb"]["mlp_digits"]["wall"]
     assert deltas["help_over_bare_hydra"]["wall"] is not None
     assert deltas["first_step_over_plain_lightning_wandb"]["mlp_digits"]["wall"] is not None
+    start = deltas["training_start_over_imports_wandb"]["mlp_digits"]
+    assert start["wall"] < deltas["first_step_over_imports_wandb"]["mlp_digits"]["wall"] and start["cpu"] is None
     for key in ("machine", "load_before", "load_after", "command", "threads"):
         assert key in result
     assert "| c/b |" in table and "| c/b_wandb |" in table and "| c |" in table and "train.py --cfg job" in table
@@ -82,7 +85,7 @@ def test_steady_state_leaves_out_warmup_and_epoch_boundaries():
     # epoch 0: steps end at 1.0, 1.1, 1.2; epoch 1 starts after a 5 s validation: 6.2, 6.3
     steps = [(0, 0.95, 1.0, 0.5), (0, 1.05, 1.1, 0.55), (0, 1.15, 1.2, 0.6), (1, 6.15, 6.2, 0.7), (1, 6.25, 6.3, 0.75)]
     m = step_metrics({"t0": 0.0, "steps": steps, "batch_size": 10}, warmup=1)
-    assert m["steps"] == 5 and m["first_step_s"] == pytest.approx(1.0)
+    assert m["steps"] == 5 and m["first_step_s"] == pytest.approx(1.0) and m["training_start_s"] == pytest.approx(0.95)
     assert m["step_ms"] == pytest.approx(100) and m["outside_step_ms"] == pytest.approx(50)
     assert m["samples_per_s"] == pytest.approx(100) and m["step_cpu_ms"] == pytest.approx(50)
     assert m["first_step_cpu_s"] == pytest.approx(0.5)
