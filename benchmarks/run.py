@@ -258,7 +258,7 @@ def markdown(result: dict) -> str:
                   "| outside step ms | samples/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
                   "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
         for variant, v in wres["variants"].items():
-            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v.get('training_start_s'))} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
+            row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['training_start_s'])} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
                    f"{fmt(v['step_ms'], 3)} | {fmt(v['step_cpu_ms'], 3)} | {fmt(v['outside_step_ms'], 3)} | "
                    f"{fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
             if gpu:
@@ -532,13 +532,15 @@ def startup_deltas(result: dict) -> dict:
         wall_key, cpu_key, _ = START_METRICS[metric]
         for name, w in result["workloads"].items():
             v = w["variants"].get(variant) or {}
-            if baseline in STARTUP:  # the imports: no CPU time to set against a step's start
-                base_wall, base_cpu = wall.get(baseline), cpu.get(baseline) if cpu_key else None
+            if baseline in STARTUP:
+                base_wall, base_cpu = wall.get(baseline), cpu.get(baseline)
             else:
                 b = w["variants"].get(baseline) or {}
-                base_wall, base_cpu = b.get(wall_key), b.get(cpu_key) if cpu_key else None
+                base_wall, base_cpu = b.get(wall_key), b.get(cpu_key)
+            if cpu_key is None:  # a step's start has no CPU time to set against the baseline's
+                base_cpu = None
             if v.get(wall_key) and base_wall:
-                d[key][name] = startup_difference(v[wall_key], base_wall, v.get(cpu_key) if cpu_key else None, base_cpu)
+                d[key][name] = startup_difference(v[wall_key], base_wall, v.get(cpu_key), base_cpu)
     return d
 
 

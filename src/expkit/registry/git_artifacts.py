@@ -32,6 +32,12 @@ from expkit.errors import ConfigError, ExpkitError
 PROJECT_FILE = "dvc.yaml"
 
 
+def registry_file(registry_root: Path) -> Path:
+    from expkit.registry.store import REGISTRY_FILE  # store imports this module
+
+    return Path(registry_root) / REGISTRY_FILE
+
+
 def gto_version(number: int) -> str:
     """The GTO (semver) version of registry version ``number``: 3 -> ``v3.0.0``."""
     return f"v{number}.0.0"
@@ -118,9 +124,9 @@ def open_repo(registry_root: Path, name: str) -> GitRepo:
         raise ConfigError(f"--git: files are already staged in {repo.root} ({', '.join(staged[:5])}"
                           f"{', ...' if len(staged) > 5 else ''}); expkit commits only the registry files: commit or "
                           "unstage them first (git commit / git restore --staged), then retry.")
-    registry_file = repo.rel(Path(registry_root) / "registry.json")
-    if repo.git("status", "--porcelain", "--", registry_file).stdout.strip():
-        raise ConfigError(f"--git: {registry_file} has uncommitted changes (a version registered or promoted without "
+    registry_json = repo.rel(registry_file(registry_root))
+    if repo.git("status", "--porcelain", "--", registry_json).stdout.strip():
+        raise ConfigError(f"--git: {registry_json} has uncommitted changes (a version registered or promoted without "
                           "--git, or an edit), which the registry commit would include without their files; commit "
                           f"them first (git add {repo.rel(Path(registry_root))} && git commit), then retry.")
     return repo
@@ -178,7 +184,7 @@ def commit_and_tag_version(repo: GitRepo, name: str, entry: dict[str, Any], regi
         raise ExpkitError(f"--git: {name} v{number} was not `dvc add`ed; the registry must lie in the DVC repository {repo.root}.")
     version_dir = Path(registry_root) / name / f"v{number}"
     artifact = artifact_entry(name, entry, repo.rel(version_dir), kpis)
-    paths = [repo.rel(Path(registry_root) / "registry.json"), repo.rel(version_dir) + ".dvc", write_artifact(repo, name, artifact)]
+    paths = [repo.rel(registry_file(registry_root)), repo.rel(version_dir) + ".dvc", write_artifact(repo, name, artifact)]
     for ignore in (version_dir.parent / ".gitignore", Path(registry_root) / ".gitignore"):
         if ignore.is_file():
             paths.append(repo.rel(ignore))
@@ -222,7 +228,7 @@ def commit_and_tag_stage(repo: GitRepo, name: str, number: int, stage: str, comm
 
 def commit_registry(repo: GitRepo, registry_root: Path, message: str) -> str:
     """Commit ``registry.json`` (e.g. a promotion or a refused one, which its history records)."""
-    paths = [repo.rel(Path(registry_root) / "registry.json")]
+    paths = [repo.rel(registry_file(registry_root))]
     if (Path(registry_root) / ".gitignore").is_file():
         paths.append(repo.rel(Path(registry_root) / ".gitignore"))
     return repo.commit(paths, message)
