@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from expkit.models import build_model
-from expkit.tasks.common import build_callbacks, build_trainer, resolved
+from expkit.build import build_callbacks, build_model, build_trainer, data_sizes
+from expkit.tasks.common import resolved
 from tests.conftest import CONF, compose_config, data_overrides
 
 PRIMARY_CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))  # train, eval, pipeline, ...
@@ -19,19 +19,45 @@ CONFIG_FILES = sorted(str(p.relative_to(CONF)) for p in CONF.rglob("*.yaml") if 
 def overrides_for(config_file: str, files: dict[str, Path]) -> list[str]:
     group, option = str(Path(config_file).parent), Path(config_file).stem
     if group == "data":
-        return data_overrides(option, files)
+        return [*data_overrides(option, files), *_model_for_data(option)]
     if group in ("experiment", "debug", "hydra", "paths"):
         return [f"{group}={option}"]
+    if group == "kpis":  # selected by a model config's defaults list, not on the command line
+        model = next(p.stem for p in sorted((CONF / "model").glob("*.yaml")) if f"/kpis@_global_.kpis: {option}" in p.read_text())
+        return [f"model={model}", *_data_for_model(model)]
+    if group == "model":
+        return [f"model={option}", *_data_for_model(option)]
+    if group == "monitor":
+        return []
     if group == "trainer" and option in ("gpu", "ddp"):
         # No GPU here: check every other argument binds, on the CPU.
         return [f"trainer={option}", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true"]
     return [f"{group}={option}"]
 
 
+def _data_for_model(model: str) -> list[str]:
+    """Data a model option trains on: the data of the experiment preset that picks it, if any."""
+    for preset in sorted((CONF / "experiment").glob("*.yaml")):
+        text = preset.read_text()
+        if f"override /model: {model}" in text:
+            data = next((line.split(":")[-1].strip() for line in text.splitlines() if "override /data:" in line), None)
+            return [f"data={data}"] if data else []
+    return []
+
+
+def _model_for_data(data: str) -> list[str]:
+    """The model of the experiment preset that picks data option ``data``, if any."""
+    for preset in sorted((CONF / "experiment").glob("*.yaml")):
+        lines = preset.read_text().splitlines()
+        if f"  - override /data: {data}" in lines:
+            return [f"model={line.split(':')[-1].strip()}" for line in lines if "override /model:" in line]
+    return []
+
+
 def test_every_config_file_is_collected():
     groups = {str(Path(f).parent) for f in CONFIG_FILES}
     assert {"data", "model", "model/optimizer", "model/scheduler", "trainer", "logger", "callbacks",
-            "experiment", "debug", "paths", "hydra"} <= groups
+            "experiment", "debug", "paths", "hydra", "kpis", "monitor"} <= groups
 
 
 @pytest.mark.parametrize("config_file", CONFIG_FILES)
@@ -44,16 +70,20 @@ def test_config_composes_and_instantiates(config_file, user_files, tmp_path):
     assert "hydra" not in config
 
     datamodule = instantiate(cfg.data)
-    spec = datamodule.spec
-    model = build_model(cfg.model, spec)
+    sizes = data_sizes(datamodule)
+    model = build_model(cfg.model, sizes)
     model.configure_optimizers()
-    trainer = build_trainer(cfg, tmp_path, callbacks=build_callbacks(cfg.get("callbacks"), tmp_path))
+    trainer = build_trainer(cfg.trainer, cfg.get("logger"), tmp_path, callbacks=build_callbacks(cfg.get("callbacks"), tmp_path))
     assert len(trainer.loggers) == len(cfg.logger or {})
 
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
-    assert tuple(x.shape[1:]) == spec.input_shape
-    assert model(x).shape == (len(y), spec.num_classes)
+    if "input_shape" in sizes:
+        assert tuple(x.shape[1:]) == tuple(sizes["input_shape"])
+    out = model(x)
+    assert out.shape[0] == len(y)
+    if "num_classes" in sizes:  # a classifier: one logit per class
+        assert out.shape[-1] == sizes["num_classes"]
 
 
 @pytest.mark.parametrize("config_name", PRIMARY_CONFIGS)
@@ -75,7 +105,7 @@ def test_hydra_run_dir_resolves_under_log_dir():
 
 def test_several_loggers_at_once(tmp_path):
     cfg = compose_config(["logger=[wandb,csv,tensorboard]"])
-    trainer = build_trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg.trainer, cfg.logger, tmp_path)
     assert [type(lg).__name__ for lg in trainer.loggers] == ["WandbLogger", "CSVLogger", "TensorBoardLogger"]
     assert all(Path(lg.save_dir) == tmp_path for lg in trainer.loggers)
 

@@ -145,3 +145,51 @@ class ThrottledRichProgressBar(pl.callbacks.RichProgressBar):
             return
         self._next_update = now + 1 / max(self.refresh_rate, 1)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class CheckMonitoredMetric(pl.Callback):
+    """Stop a run whose monitored metric (``monitor.metric``) the module never logs, with a
+    did-you-mean over the names it does log.
+
+    Checkpointing, early stopping, a plateau scheduler and sweeps all read ``monitor.metric``; a
+    name the module never logs would otherwise fail inside one of them, or silently never improve.
+    Checked at the end of Lightning's sanity check (before the first training step) when the name
+    has the prefix of the validation metrics logged there (``val/mse`` against ``val/loss``), and
+    at the latest at the end of the first epoch in which validation ran (every training and
+    validation metric has been logged by then). expkit's train task adds it to every run.
+
+    Args:
+        monitor: the metric's name, as the module logs it (``self.log(name, ...)``).
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.found = False
+        self._validated = False
+
+    def _check(self, trainer: pl.Trainer, final: bool) -> None:
+        from expkit.errors import ConfigError
+
+        logged = sorted(trainer.callback_metrics)
+        if self.monitor in logged:
+            self.found = True
+            return
+        prefix = self.monitor.split("/", 1)[0] + "/" if "/" in self.monitor else None
+        if final or prefix and any(name.startswith(prefix) for name in logged):
+            from expkit.config.suggest import did_you_mean
+
+            raise ConfigError(
+                f"monitor.metric={self.monitor}: the module never logs it.{did_you_mean(self.monitor, logged, 'monitor.metric={}')} "
+                f"It logs: {', '.join(logged) or 'nothing'}. Set monitor.metric to one of them (and monitor.mode to min or max)."
+            )
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.found:
+            self._check(trainer, final=False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.found and (self._validated or not trainer.num_val_batches or not sum(trainer.num_val_batches)):
+            self._check(trainer, final=True)

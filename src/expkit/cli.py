@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "export": (_command("expkit.registry.commands", "export"), "export a run to ONNX/TorchScript, checked against the model on the test split"),
     "report": (_command("expkit.registry.commands", "report"), "new model vs production: KPIs, per-class metrics, drift, promotion verdict"),
     "drift": (_command("expkit.registry.commands", "drift"), "new data's feature statistics vs a registered model's training data"),
+    "init": (_command("expkit.scaffold", "init"), "create a research repository (conf/, a plain model and datamodule, DVC, a test)"),
 }
 
 

@@ -39,10 +39,19 @@ class NonFiniteLoss(ExpkitError):
     exit_code = 1
 
 
+def full_error() -> bool:
+    """Whether the user asked for tracebacks with ``HYDRA_FULL_ERROR=1`` (Hydra's setting). Inside
+    an entry point, and in the processes it starts, ``EXPKIT_FULL_ERROR`` carries that choice:
+    expkit itself sets ``HYDRA_FULL_ERROR`` to explain Hydra's errors (``expkit.config.app``)."""
+    if "EXPKIT_FULL_ERROR" in os.environ:
+        return os.environ["EXPKIT_FULL_ERROR"] == "1"
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 def exit_with(exc: ExpkitError) -> NoReturn:
     """Print ``error: <message>`` and exit with the error's code; ``HYDRA_FULL_ERROR=1`` re-raises
     it instead, traceback included."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if full_error():
         raise exc
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(exc.exit_code)

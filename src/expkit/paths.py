@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
+CONFIG_PACKAGE = "expkit.conf"  # importable: ``hydra.searchpath=[pkg://expkit.conf]`` finds it
+_CONF = Path(__file__).resolve().parent / "conf"
 
 
 def config_dir() -> Path:
-    """The ``conf/`` tree: top-level ``conf/`` of a source checkout, else the copy in the wheel."""
-    for candidate in (_HERE.parents[1] / "conf", _HERE / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"expkit's config tree was not found next to {_HERE}: reinstall expkit "
-        "(pip install -e . from a checkout) so that conf/ is available."
-    )
+    """expkit's ``conf/`` tree: package data of ``expkit`` (``src/expkit/conf``; the checkout's
+    top-level ``conf`` links to it), so regular and editable installs find it the same way."""
+    if not (_CONF / "train.yaml").is_file():
+        raise FileNotFoundError(f"expkit's config tree is missing at {_CONF}: reinstall expkit.")
+    return _CONF

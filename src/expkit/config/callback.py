@@ -19,17 +19,33 @@ def sweep_overrides(config: DictConfig) -> list[str]:
 
 
 class ValidateSweep(Callback):
-    """``on_multirun_start``: compose and validate each job's overrides (``validate_sweep``); an
-    invalid job exits with its error's code and names the job, before any job or directory exists."""
+    """``on_multirun_start``: compose and validate each job's overrides (``validate_sweep``), with
+    the sweep's own config loader (its search path); an invalid job exits with its error's code
+    and names the job, before any job or directory exists.
+
+    Args:
+        only: stop after validating (``expkit validate -m``): no job runs.
+    """
+
+    def __init__(self, only: bool = False) -> None:
+        self.only = only
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import sys
+
+        from expkit.config.app import check_choices
         from expkit.config.compose import expand_sweep
-        from expkit.config.validate import validate_sweep
+        from expkit.config.validate import describe_sizes, validate_sweep
         from expkit.errors import ExpkitError, exit_with
 
         try:
+            check_choices(sweep_overrides(config))
             jobs = expand_sweep(sweep_overrides(config))
-            validate_sweep(jobs, config_name=config.hydra.job.config_name)
+            sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name)
         except ExpkitError as exc:
             exit_with(exc)
         log.info("Validated the %d job(s) of the sweep", len(jobs))
+        if self.only:
+            data = sorted({describe_sizes(s) for s in sizes if s})
+            print(f"ok: {len(jobs)} job(s) of {config.hydra.job.config_name} are valid" + (f" ({'; '.join(data)})" if data else "") + ".")
+            sys.exit(0)

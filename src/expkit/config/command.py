@@ -1,41 +1,63 @@
-"""``expkit validate [-m] [overrides...]``: compose and check a config without running anything.
+"""``expkit validate [-m] [-cd DIR] [-cn NAME] [overrides...]``: compose and check a config without
+running anything.
 
     expkit validate model=cnn data=digits         # one job
     expkit validate -m model=mlp,cnn data=wine    # every job of a sweep
-    expkit validate --config-name eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    expkit validate --config-dir my_conf model=mine
+    expkit validate -cn eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
 
-Exit code 0 when valid, 2 for a configuration error, 3 for missing or unreadable data/checkpoints.
+It is the train (or ``-cn``) entry point's own Hydra app, so it takes the same flags and
+overrides, with the run directory in a temporary folder that is removed afterwards and a task
+that only validates (``expkit.config.validate``); a sweep is checked by the ``validate_sweep``
+callback, which stops before any job starts. Exit code 0 when valid, 2 for a configuration error,
+3 for missing or unreadable data or checkpoints.
 """
 
 from __future__ import annotations
 
-import argparse
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig
 
 
-def main(argv: Sequence[str] | None = None, name: str = "validate") -> None:
-    parser = argparse.ArgumentParser(
-        prog=f"expkit {name}",
-        description="Compose the config with the overrides and check it as `expkit train` would, "
-        "without building datasets or models.",
-    )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=cnn trainer.max_epochs=5")
-    parser.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (a=1,2) and check every job")
-    parser.add_argument("-cn", "--config-name", default="train", help="config to compose (default: %(default)s)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+def validate_job(cfg: DictConfig) -> None:
+    """The task of ``expkit validate``: check ``cfg`` (no data built, no weights allocated)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    from expkit.config.compose import expand_sweep
-    from expkit.config.validate import validate_sweep
+    from expkit.config.app import check_choices
+    from expkit.config.validate import describe_sizes, validate
     from expkit.errors import ExpkitError, exit_with
 
+    hc = HydraConfig.get()
     try:
-        jobs = expand_sweep(args.overrides) if args.multirun else [list(args.overrides)]
-        specs = validate_sweep(jobs, config_name=args.config_name)
+        check_choices(list(hc.overrides.task))
+        sizes = validate(cfg, task=hc.job.config_name)
     except ExpkitError as exc:
         exit_with(exc)
-    data = sorted({spec.describe() for spec in specs if spec is not None})
-    print(f"ok: {len(jobs)} job(s) of conf/{args.config_name}.yaml are valid" + (f" ({'; '.join(data)})" if data else "") + ".")
+    print(f"ok: 1 job of {hc.job.config_name} is valid" + (f" ({describe_sizes(sizes)})" if sizes else "") + ".")
+
+
+def main(argv: Sequence[str] | None = None, name: str = "validate") -> Any:
+    from hydra._internal.utils import get_args_parser
+
+    from expkit.config.app import run_app
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(__doc__)
+        return None
+    parsed, _ = get_args_parser().parse_known_args(args)
+    scratch = tempfile.mkdtemp(prefix="expkit-validate-")
+    sys.argv = [f"expkit-{name}", *args, f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}",
+                "hydra.output_subdir=null", "++hydra.callbacks.validate_sweep.only=true"]
+    try:
+        return run_app(parsed.config_name or "train", validate_job)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

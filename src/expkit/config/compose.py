@@ -1,12 +1,14 @@
-"""Compose configs as the entry points do, and explain a failed composition in one line.
+"""Compose configs with Hydra's own loader, and explain a failed composition in one line.
 
 Hydra's own errors for an unknown key or option carry no suggestion (and an unknown option of an
-``optional`` group, ``experiment=digits_cnnn``, is silently ignored). Every command line is
-checked here before Hydra runs it:
+``optional`` group, ``experiment=digits_cnnn``, is silently ignored). When Hydra fails, the entry
+point (``expkit.config.app``) explains it here, composing variants with the same loader:
 
     model=cnnn           -> no option 'cnnn' in group 'model'. Did you mean 'model=cnn'?
     trainer.max_epoch=5  -> unknown key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'?
 
+Inside a running app every function here uses the app's config loader (its search path: the
+app's ``conf/``, ``--config-dir``, ``hydra.searchpath``); outside one, expkit's ``conf/``.
 Imports nothing heavy (no torch), so ``--cfg job`` stays fast.
 """
 
@@ -24,12 +26,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from expkit.config.suggest import did_you_mean
 from expkit.errors import ConfigError, exit_with
 
-# Flags after which Hydra composes nothing we could check (help, completion, a rerun).
-# --cfg only prints the config: Hydra composes it anyway, and a second composition here would
-# double its start-up (the benchmark measures it against a bare Hydra app).
-_SKIP_FLAGS = ("help", "hydra_help", "info", "cfg", "shell_completion", "experimental_rerun")
-
-
 @contextmanager
 def hydra_context() -> Iterator[None]:
     """Hydra initialized on expkit's ``conf/`` (or the running app's, inside ``@hydra.main``)."""
@@ -46,12 +42,20 @@ def hydra_context() -> Iterator[None]:
         yield
 
 
+def _loader() -> Any:
+    """The running app's config loader (``None`` outside an app)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    return GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+
+
 def parse_overrides(overrides: Sequence[str]) -> list:
-    """Hydra's parsed overrides; a :class:`ConfigError` naming the override that does not parse."""
+    """Hydra's parsed overrides (``glob(...)`` expanded over the app's group options); a
+    :class:`ConfigError` naming the override that does not parse."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    parser = OverridesParser.create()
+    parser = OverridesParser.create(config_loader=_loader())
     parsed = []
     for line in overrides:
         try:
@@ -82,7 +86,9 @@ def _values(override: Any) -> list[str]:
 
 
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
-    """The jobs of a basic sweep: one override list per combination of the sweep values.
+    """The jobs of a basic sweep: one override list per combination of the sweep values, as
+    Hydra's basic sweeper makes them (a later override of a key wins; ``glob``, ``sort``,
+    ``shuffle``, ``range`` and ``choice`` expanded by Hydra's parser).
 
     >>> expand_sweep(["seed=0,1", "model=mlp"])
     [['seed=0', 'model=mlp'], ['seed=1', 'model=mlp']]
@@ -98,25 +104,15 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*by_key.values())]
 
 
-def probes(overrides: Sequence[str]) -> list[list[str]]:
-    """Override lists that, composed, use every value of every sweep at least once: the first
-    value of each, then one list per further value (linear in the sweep sizes, not a product)."""
-    values = [_values(o) for o in parse_overrides(overrides)]
-    first = [v[0] for v in values]
-    result = [first]
-    for i, options in enumerate(values):
-        result += [[*first[:i], option, *first[i + 1 :]] for option in options[1:]]
-    return result
-
-
-def _group_options(group: str, config_name: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
+def group_options(group: str, config_name: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
     """The options of config group ``group`` (``[]`` when it is not one); ``overrides`` matter
     when they extend the search path (``hydra.searchpath=[...]``)."""
     from hydra.core.global_hydra import GlobalHydra
 
     searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]
     try:
-        return GlobalHydra.instance().config_loader().get_group_options(group, config_name=config_name, overrides=searchpath)
+        with hydra_context():
+            return GlobalHydra.instance().config_loader().get_group_options(group, config_name=config_name, overrides=searchpath)
     except Exception:  # not a group
         return []
 
@@ -124,10 +120,10 @@ def _group_options(group: str, config_name: str | None = None, overrides: Sequen
 def check_group_options(overrides: Sequence[str], config_name: str | None = None) -> None:
     """Every ``group=option`` names an existing option (optional groups included)."""
     for override in parse_overrides(overrides):
-        if override.is_delete():
+        if override.is_delete() or override.is_hydra_override():
             continue
         group = override.key_or_group
-        options = _group_options(group, config_name, overrides)
+        options = group_options(group, config_name, overrides)
         if not options:
             continue
         if override.is_discrete_sweep():
@@ -170,7 +166,7 @@ def _suggest_key(key: str, base: DictConfig | None, value: str | None = None) ->
         return ""
     missing = parts[depth]
     if not prefix:
-        keys += [g for g in _group_options("") if g not in keys]
+        keys += [g for g in group_options("") if g not in keys]
     suffix = "" if value is None else "=" + value
     return did_you_mean(missing, keys, template=(prefix + "." if prefix else "") + "{}" + suffix)
 
@@ -252,192 +248,3 @@ def check_resolvable(cfg: DictConfig) -> None:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"{key}: the value does not resolve ({str(exc).splitlines()[0]}).") from None
-
-
-def check_command_line(argv: Sequence[str], config_name: str, *, compose_single_run: bool = True) -> bool:
-    """Check a task's command line (Hydra's flags and overrides) before Hydra runs it: every override
-    parses and names an existing key or option, and every value of a sweep composes.
-
-    A single run's composition is left to Hydra when ``compose_single_run`` is false (see
-    :func:`checked_composition`); returns whether the composition was checked here."""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.global_hydra import GlobalHydra
-
-    args, _ = get_args_parser().parse_known_args(list(argv))
-    if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
-        return True
-    config_name = args.config_name or config_name
-    overrides = list(args.overrides)
-    sweeps = [o for o in parse_overrides(overrides) if o.is_sweep_override()]
-    if sweeps and not args.multirun:
-        line = sweeps[0].input_line
-        raise ConfigError(
-            f"{line}: several values need --multirun (-m) to run one job each; a list is written "
-            f"{line.split('=', 1)[0]}=[{line.split('=', 1)[1]}]."
-        )
-    if not args.multirun and not compose_single_run:
-        return False
-    if args.config_dir and not GlobalHydra.instance().is_initialized():
-        # Its configs are found only inside Hydra's app: a single run is checked on Hydra's own
-        # composition (checked_composition), a sweep's jobs by the ValidateSweep callback.
-        return True
-    jobs = probes(overrides)
-    for probe in jobs:
-        try:
-            check_resolvable(compose(config_name, probe, hydra=True))
-        except ConfigError as exc:
-            if len(jobs) == 1:
-                raise
-            raise ConfigError(f"{exc} (in the sweep's job {' '.join(probe)})") from None
-    return True
-
-
-@contextmanager
-def checked_composition(argv: Sequence[str], config_name: str) -> Iterator[None]:
-    """Check a single run's config on Hydra's own composition, and compose it once instead of twice.
-
-    Composing expkit's config takes about 0.15 s. Hydra composes a run's config twice: once to
-    read ``hydra.mode`` (``Hydra.get_mode``, a probe in multirun mode) and once for the run. While
-    this context is active:
-
-    - The probe composes the run's config (run mode) instead. If the config leaves ``hydra.mode``
-      unset or sets it to RUN, the run then gets that composition, with the ``hydra.mode=RUN``
-      override Hydra adds applied to it. If this composition fails, Hydra's own probe runs; if
-      the config sets another mode (a multirun), every composition after it is Hydra's own (the
-      ``validate_sweep`` callback checks each job).
-    - The run's composition is checked. When it fails, the command line is checked as
-      :func:`check_command_line` does: a one-line error with a did-you-mean, exit code 2. When it
-      succeeds, every ``group=option`` must still name an existing option (Hydra ignores a missing
-      option of an optional group) and every value must resolve.
-
-    Compositions after it (inside the task) are Hydra's own again.
-    """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import get_args_parser
-    from hydra.types import RunMode
-
-    original = ConfigLoaderImpl.load_configuration
-    parsed, _ = get_args_parser().parse_known_args(list(argv))
-    config_name = parsed.config_name or config_name
-    probed: dict[str, Any] = {}  # "tried"; then the run's config ("cfg", "overrides") if the probe composed it
-
-    def checked(cfg: DictConfig) -> DictConfig:
-        try:
-            with shared_group_listing():
-                check_group_options(parsed.overrides, config_name)
-            check_resolvable(cfg)
-        except ConfigError as exc:
-            exit_with(exc)
-        return cfg
-
-    def probe(self, **kwargs: Any) -> DictConfig:
-        probed["tried"] = True
-        try:
-            cfg = original(self, **{**kwargs, "run_mode": RunMode.RUN, "validate_sweep_overrides": True})
-        except Exception:
-            return original(self, **kwargs)  # Hydra's own probe decides; the run explains errors
-        if cfg.hydra.mode not in (None, RunMode.RUN):  # the config makes it a multirun: Hydra's own from here
-            from expkit.startup import started
-
-            ConfigLoaderImpl.load_configuration = original
-            started()  # the sweep's process lives as long as the sweep: collect as usual
-            return cfg
-        probed.update(cfg=checked(cfg), overrides=list(kwargs["overrides"]))
-        return cfg
-
-    def load_configuration(self, **kwargs: Any) -> DictConfig:
-        if kwargs.get("run_mode") != RunMode.RUN:  # Hydra's probe for hydra.mode (first), or a multirun
-            return original(self, **kwargs) if probed else probe(self, **kwargs)
-        ConfigLoaderImpl.load_configuration = original
-        overrides, base = list(kwargs["overrides"]), probed.get("overrides")
-        added = overrides[len(base):] if base is not None and overrides[: len(base)] == base else None
-        if added in ([], ["hydra.mode=RUN"]):  # the probe composed this run's config
-            cfg = probed["cfg"]
-            if added:  # what Hydra's composition does with an override of the hydra node
-                ConfigLoaderImpl._apply_overrides_to_config(parse_overrides(added), cfg)
-                cfg.hydra.overrides.hydra.extend(added)
-            return cfg
-        try:
-            cfg = original(self, **kwargs)
-        except Exception:
-            try:
-                check_command_line(argv, config_name)
-            except ConfigError as exc:
-                exit_with(exc)
-            raise  # nothing to explain: Hydra reports its own error
-        return checked(cfg)
-
-    ConfigLoaderImpl.load_configuration = load_configuration
-    try:
-        yield
-    finally:
-        ConfigLoaderImpl.load_configuration = original
-
-
-_HELP_FLAGS = {"--help", "-h", "--hydra-help"}
-
-
-@contextmanager
-def shared_group_listing() -> Iterator[None]:
-    """Make Hydra's ``--help`` list the config groups without a deep copy of the config repository
-    per group.
-
-    Hydra answers each of the ~110 group queries behind ``--help`` (every group and subgroup,
-    twice) with a fresh ``CachingConfigRepository``, a deep copy of the whole repository
-    (hydra#2907): about 0.4 s for expkit's ``conf/``, twice what a bare Hydra app spends. Listing
-    groups only reads the repository, so while the help is printed one copy per (config name,
-    overrides) serves every query. Hydra's own code is restored afterwards.
-    """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.object_type import ObjectType
-
-    original = ConfigLoaderImpl.get_group_options
-    repos: dict[tuple, Any] = {}
-
-    def get_group_options(self, group_name, results_filter=ObjectType.CONFIG, config_name=None, overrides=None):
-        key = (id(self), config_name, tuple(overrides or ()))
-        if key not in repos:
-            repos[key] = self._parse_overrides_and_create_caching_repo(config_name, list(overrides or ()))[1]
-        return repos[key].get_group_options(group_name, results_filter)
-
-    ConfigLoaderImpl.get_group_options = get_group_options
-    try:
-        yield
-    finally:
-        ConfigLoaderImpl.get_group_options = original
-
-
-def checked_entry_point(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a ``@hydra.main`` function so its command line is checked first: a bad override
-    exits with code 2 and one line (``HYDRA_FULL_ERROR=1``: a traceback) before anything runs.
-    Launched from the command line, a single run starts with garbage collection paused
-    (``expkit.startup``) until its task calls ``expkit.startup.started()``; a multirun's process
-    lives as long as its sweep and collects as usual."""
-
-    def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(hydra_main)
-        def entry(*args: Any, **kwargs: Any) -> Any:
-            if args or kwargs:  # called with a cfg, not launched from the command line
-                return hydra_main(*args, **kwargs)
-            return _run_checked(hydra_main, config_name)
-
-        return entry
-
-    return decorate
-
-
-def _run_checked(hydra_main: Callable[..., Any], config_name: str) -> Any:
-    argv = sys.argv[1:]
-    try:
-        checked = check_command_line(argv, config_name, compose_single_run=False)
-    except ConfigError as exc:
-        exit_with(exc)
-    if _HELP_FLAGS & set(argv):
-        with shared_group_listing():
-            return hydra_main()
-    if not checked:
-        from expkit.startup import paused_collection
-
-        with paused_collection(), checked_composition(argv, config_name):
-            return hydra_main()
-    return hydra_main()

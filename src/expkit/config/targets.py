@@ -1,8 +1,9 @@
 """Bind every ``_target_`` node of a config to its target's signature, without calling it.
 
 Finds, with the full config key: targets that do not import, arguments the target does not take,
-required arguments nobody sets, and values of the wrong type for a simple annotation
-(``int``, ``float``, ``bool``, ``str``, ``Literal``, sequences, ``Optional``/unions of these).
+required arguments nobody sets (a ``_partial_`` node's are passed by the code that calls it), and
+values of the wrong type for a simple annotation (``int``, ``float``, ``bool``, ``str``,
+``Literal``, sequences, ``Optional``/unions of these).
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ def check_targets(config: Mapping, injected: Mapping[str, Sequence[str]]) -> lis
                     ))
         supplied = set(given) | injected_for(key, injected)
         positional_names = [n for n, p in named.items() if p.kind != p.KEYWORD_ONLY][: len(positional)]
+        partial = node.get("_partial_") is True  # the code that calls it passes the rest
         for arg, param in named.items():
-            if param.default is inspect.Parameter.empty and arg not in supplied and arg not in positional_names:
+            if not partial and param.default is inspect.Parameter.empty and arg not in supplied and arg not in positional_names:
                 problems.append(ConfigError(
                     f"{key}.{arg}: {name} ({node['_target_']}) needs argument '{arg}', which is not set: "
                     f"add {key}.{arg}=<value>."

@@ -5,10 +5,10 @@
 
 Checks, in order: every required value is set and every interpolation resolves; expkit's own keys
 match their schema (``schema.py``); every ``_target_`` imports and its arguments bind to its
-signature (``targets.py``); the datamodule's declared spec (no dataset is built: a user's file is
-read for its header and labels only) fits the model; the files the config names exist; a
-``ckpt_path`` is a readable expkit checkpoint that fits model and data. No model weights are
-allocated.
+signature (``targets.py``); ``data`` builds a ``LightningDataModule`` (constructed only: no data is
+loaded) whose files exist, and ``model`` names a ``LightningModule``; when the data declares
+sizes, the model fits them (``expkit.build``); a ``ckpt_path`` is a readable checkpoint trained on
+data of the same sizes. No model weights are allocated.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from expkit.config.compose import check_resolvable, compose, hydra_context
 from expkit.config.schema import REQUIRED, check_schema
-from expkit.config.targets import check_targets
+from expkit.build import INJECTED_ARGUMENTS
+from expkit.config.targets import check_targets, target_nodes
 from expkit.errors import ConfigError, DataError, ExpkitError
 
 
@@ -42,84 +43,136 @@ def _data_key(data_cfg: Mapping, path: Path) -> str:
     return f"data ({path})"
 
 
-def _check_data_and_model(config: Mapping, trust: bool) -> tuple[Any, list[ExpkitError]]:
-    """The data's declared spec and the problems found with data, model and checkpoint."""
-    from hydra.utils import instantiate
+def _check_data(config: Mapping) -> tuple[Any, dict[str, Any], list[ExpkitError]]:
+    """The datamodule (constructed: nothing loaded), the sizes it declares and its problems."""
+    from expkit.build import build_datamodule, data_sizes
+    from expkit.tracking.data_version import data_files
 
-    from expkit.models import check_model_fits_data
-    from expkit.models.checkpoint import check_checkpoint_fits, load_checkpoint
-
-    problems: list[ExpkitError] = []
-    spec = None
     data_cfg = config.get("data")
-    if isinstance(data_cfg, Mapping):
-        try:
-            datamodule = instantiate(data_cfg)  # constructors only record settings: no data is loaded
-            for path in datamodule.data_files():
-                if not Path(path).exists() and not getattr(datamodule, "download", False):
-                    fetch = " (data.download=true fetches it)" if hasattr(datamodule, "download") else ""
-                    if getattr(datamodule, "processed_dir", None):  # the DVC pipeline's prepared arrays
-                        from expkit.data.processed import FIX
+    if not isinstance(data_cfg, Mapping):
+        return None, {}, []
+    problems: list[ExpkitError] = list(check_targets({"data": data_cfg}, INJECTED_ARGUMENTS))
+    if problems:
+        return None, {}, problems
+    try:
+        datamodule = build_datamodule(data_cfg)
+        for path in data_files(datamodule):
+            if not Path(path).exists() and not getattr(datamodule, "download", False):
+                fetch = " (data.download=true fetches it)" if hasattr(datamodule, "download") else ""
+                if getattr(datamodule, "processed_dir", None):  # the DVC pipeline's prepared arrays
+                    from expkit.data.processed import FIX
 
-                        fetch = f": {FIX}"
-                    raise DataError(f"{_data_key(data_cfg, Path(path))}: {path} does not exist{fetch}.")
-            spec = datamodule.spec
-        except ExpkitError as exc:
-            problems.append(exc)
-        except Exception as exc:
-            problems.append(ConfigError(f"data: {data_cfg['_target_']} cannot be built ({type(exc).__name__}: {exc})."))
+                    fetch = f": {FIX}"
+                raise DataError(f"{_data_key(data_cfg, Path(path))}: {path} does not exist{fetch}.")
+        return datamodule, data_sizes(datamodule), []
+    except ExpkitError as exc:
+        return None, {}, [exc]
+    except Exception as exc:
+        return None, {}, [ConfigError(f"data: {data_cfg['_target_']} cannot be read ({type(exc).__name__}: {exc}).")]
+
+
+def _check_model(config: Mapping, sizes: Mapping[str, Any], data: str) -> list[ExpkitError]:
+    """The model's target is a ``LightningModule`` and it fits the data (``expkit.build``)."""
+    import inspect
+
+    import pytorch_lightning as pl
+    from hydra.utils import get_object
+
+    from expkit.build import check_model_fits_data
+
     model_cfg = config.get("model")
-    if spec is not None and isinstance(model_cfg, Mapping) and "net" in model_cfg:
-        try:
-            check_model_fits_data(model_cfg, spec)
-        except ExpkitError as exc:
-            problems.append(exc)
+    if not isinstance(model_cfg, Mapping) or not model_cfg.get("_target_"):
+        return []
+    target = get_object(str(model_cfg["_target_"]))
+    if inspect.isclass(target) and not issubclass(target, pl.LightningModule):
+        return [ConfigError(f"model._target_={model_cfg['_target_']} is a {target.__name__}, not a LightningModule: "
+                            "point model._target_ at a LightningModule class.")]
+    try:
+        check_model_fits_data(model_cfg, sizes, data)
+    except ExpkitError as exc:
+        return [exc]
+    return []
+
+
+def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool) -> list[ExpkitError]:
+    """A ``ckpt_path`` is readable and was trained on data of the same sizes."""
+    from expkit.checkpoints import load_checkpoint, run_record_of
+    from expkit.errors import IncompatibleModelData
+
     ckpt = config.get("ckpt_path")
-    if isinstance(ckpt, str) and Path(ckpt).is_file():
-        try:
-            checkpoint = load_checkpoint(ckpt, trust=trust)
-            check_checkpoint_fits(checkpoint, ckpt, spec, model_cfg if isinstance(model_cfg, Mapping) else None)
-        except ExpkitError as exc:
-            problems.append(exc)
-    return spec, problems
+    if not (isinstance(ckpt, str) and Path(ckpt).is_file()):
+        return []
+    try:
+        record = run_record_of(load_checkpoint(ckpt, trust=trust))
+    except ExpkitError as exc:
+        return [exc]
+    recorded = {k: _plain(v) for k, v in (record.get("sizes") or {}).items()}
+    trained = dict(target_nodes((record.get("config") or {}).get("model") or {}, "model"))
+    for key, node in target_nodes(config.get("model") or {}, "model"):
+        if key in trained and trained[key]["_target_"] != node["_target_"]:
+            return [IncompatibleModelData(f"ckpt_path={ckpt} was trained with {key}._target_={trained[key]['_target_']}, "
+                                          f"not {node['_target_']}: pick the model it was trained with (or another checkpoint).")]
+    if recorded and sizes and {k: recorded[k] for k in sorted(recorded) if k in sizes} != \
+            {k: _plain(sizes[k]) for k in sorted(recorded) if k in sizes}:
+        shown = ", ".join(f"{k}={v}" for k, v in recorded.items())
+        return [IncompatibleModelData(f"ckpt_path={ckpt} was trained on data with {shown}; the data here has "
+                                      + ", ".join(f"{k}={sizes[k]}" for k in recorded if k in sizes)
+                                      + ": pick matching data or another checkpoint.")]
+    return []
 
 
-def validate(cfg: DictConfig | Mapping, task: str | None = None) -> Any:
+def describe_sizes(sizes: Mapping[str, Any]) -> str:
+    """``input_shape=(1, 8, 8), num_classes=10``."""
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def validate(cfg: DictConfig | Mapping, task: str | None = None) -> dict[str, Any]:
     """Check ``cfg`` (a composed job config) for ``task`` (``train``/``eval``; default: from
-    ``task_name``, training otherwise); return the data's declared spec (``None`` without data).
+    ``task_name``, training otherwise); return the sizes the data declares (``{}`` without data
+    or sizes).
 
     Raises one :class:`ConfigError` (exit code 2) listing every problem, or a :class:`DataError`
     (exit code 3) when all problems are missing or unreadable files.
     """
-    from expkit.tasks.common import INJECTED_ARGUMENTS
+    from expkit.build import describe_data
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     check_resolvable(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    task = task or (config.get("task_name") if config.get("task_name") in REQUIRED else "train")
+    if task not in REQUIRED:  # e.g. the DVC stage's config name, params
+        task = config.get("task_name") if config.get("task_name") in REQUIRED else "train"
 
-    problems: list[ExpkitError] = [*check_schema(config, task), *check_targets(config, INJECTED_ARGUMENTS)]
-    spec = None
-    # Building the datamodule with a config already known to be wrong would only repeat its problem.
-    if not any(str(p).startswith(("data", "model.net", "ckpt_path")) for p in problems):
-        spec, found = _check_data_and_model(config, trust=config.get("trust_checkpoint") is True)
-        problems += found
+    problems: list[ExpkitError] = list(check_schema(config, task))
+    datamodule, sizes, found = _check_data(config)
+    problems += found
+    # The model may take the sizes the data declares: they are supplied, not missing.
+    rest = {k: v for k, v in config.items() if k != "data"}
+    target_problems = check_targets(rest, {**INJECTED_ARGUMENTS, "model": tuple(sizes)})
+    problems += target_problems
+    if datamodule is not None and not any(str(p).startswith("model") for p in target_problems):
+        problems += _check_model(config, sizes, describe_data(datamodule, sizes))
+    if not any(str(p).startswith("ckpt_path") for p in problems):
+        problems += _check_checkpoint(config, sizes, trust=config.get("trust_checkpoint") is True)
     if problems:
         raise _combine(problems)
-    return spec
+    return sizes
 
 
-def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train") -> list[Any]:
+def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train") -> list[dict[str, Any]]:
     """Compose and validate every job (a list of overrides) of a sweep before the first starts;
-    the first bad job raises, its overrides named. Returns each job's data spec.
+    the first bad job raises, its overrides named. Returns the sizes each job's data declares.
 
     >>> validate_sweep([["model=mlp", "seed=0"], ["model=cnn", "data=wine"]])  # doctest: +SKIP
     ConfigError: job 1 (model=cnn data=wine): model 'CNN' ... cannot be trained on data 'wine' ...
     """
     task = config_name if config_name in REQUIRED else "train"
-    specs = []
+    specs: list[dict[str, Any]] = []
     with hydra_context():
         for number, job in enumerate(jobs):
             try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -38,14 +40,31 @@ def batch_as_fetched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model needs to know about the data, declared before any data is loaded."""
+    """What a model needs to know about array data, declared before any of it is loaded.
+
+    ``num_classes`` is set for classification (integer labels ``0..num_classes-1``);
+    ``target_shape`` for regression (real-valued targets of that shape; ``()``: one number each).
+    """
 
     name: str
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int | None = None
+    target_shape: tuple[int, ...] | None = None
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.num_classes is not None else "regression"
+
+    @property
+    def sizes(self) -> dict[str, Any]:
+        """The sizes a model is built with (``expkit.build``): ``input_shape`` and ``num_classes``
+        (classification) or ``num_targets`` (regression: numbers per target)."""
+        if self.num_classes is not None:
+            return {"input_shape": tuple(self.input_shape), "num_classes": int(self.num_classes)}
+        return {"input_shape": tuple(self.input_shape), "num_targets": math.prod(self.target_shape or ())}
 
     def describe(self) -> str:
-        return f"data '{self.name}' (input shape {self.input_shape}, {self.num_classes} classes)"
+        return f"data '{self.name}' (" + ", ".join(f"{k}={v}" for k, v in self.sizes.items()) + ")"
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -64,11 +83,13 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 
 
 class ArrayDataModule(pl.LightningDataModule):
-    """Classification data held as arrays.
+    """Classification or regression data held as arrays.
 
     Subclasses set ``name`` and implement :meth:`declare_spec` (cheap: no data loading) and
-    :meth:`load_arrays` (features ``x`` of shape ``(n, *input_shape)``, integer labels ``y``), or
-    :meth:`load_splits` when the data comes already split.
+    :meth:`load_arrays` (features ``x`` of shape ``(n, *input_shape)``; integer labels ``y`` for
+    classification, real targets of shape ``(n, *target_shape)`` for regression), or
+    :meth:`load_splits` when the data comes already split. ``sizes`` (the spec's) is what
+    ``expkit.build`` sizes a model with.
 
     Args:
         batch_size: samples per training step.
@@ -116,7 +137,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.datasets: dict[str, BatchedTensorDataset] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
+        self.classes: list = []  # class labels as the source names them, when it does
         self._spec: DataSpec | None = None
+        self._trained_input_shape: tuple[int, ...] | None = None  # from a checkpoint's state
 
     # -- what subclasses provide -------------------------------------------------------------
     def declare_spec(self) -> DataSpec:
@@ -129,6 +152,11 @@ class ArrayDataModule(pl.LightningDataModule):
         x, y = self.load_arrays()
         idx = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
         return {stage: (x[i], y[i]) for stage, i in idx.items()}
+
+    def load_predict_inputs(self) -> np.ndarray:
+        """Features to predict (``predict.py``); by default the test split's. A datamodule reading
+        a user's file predicts every sample of it, labels or not."""
+        return self.load_splits()["test"][0]
 
     def source_files(self) -> list[Path]:
         """Files or folders the source data is read from (none for generated or bundled data)."""
@@ -164,13 +192,24 @@ class ArrayDataModule(pl.LightningDataModule):
             from expkit.data.processed import read_meta
 
             meta = read_meta(self.processed_dir)
-            self._spec = DataSpec(self.name, tuple(meta["input_shape"]), int(meta["num_classes"]))
+            target_shape = meta.get("target_shape")
+            self.classes = meta.get("classes") or self.classes
+            self._spec = DataSpec(self.name, tuple(meta["input_shape"]), meta["num_classes"],
+                                  None if target_shape is None else tuple(target_shape))
         if self._spec is None:
             self._spec = self.declare_spec()
         return self._spec
 
+    @property
+    def sizes(self) -> dict[str, Any]:
+        """``input_shape`` and ``num_classes`` (or ``num_targets``): see :class:`DataSpec`."""
+        return self.spec.sizes
+
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if set(self.datasets) >= {"train", "val", "test"}:
             return
         splits = self.load_prepared() if self.processed_dir else self.load_splits()
         self._check(splits)
@@ -180,13 +219,27 @@ class ArrayDataModule(pl.LightningDataModule):
             self.feature_std = x_train.std(axis=0) + 1e-8
         if self.standardize:
             splits = {s: ((x - self.feature_mean) / self.feature_std, y) for s, (x, y) in splits.items()}
-        self.datasets = {
+        self.datasets.update({
             s: BatchedTensorDataset(
                 torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
-                torch.as_tensor(y, dtype=torch.long),
+                torch.as_tensor(np.ascontiguousarray(y), dtype=torch.long if self.spec.num_classes is not None else torch.float32),
             )
             for s, (x, y) in splits.items()
-        }
+        })
+
+    def _setup_predict(self) -> None:
+        """The predict split: :meth:`load_predict_inputs`, scaled like the training data (the
+        statistics come from the checkpoint's datamodule state)."""
+        if self.standardize and self.feature_mean is None:  # no checkpoint state: the training split's
+            self.setup("fit")
+        x = np.asarray(self.load_predict_inputs())
+        expected = self._trained_input_shape or tuple(self.spec.input_shape)
+        if tuple(x.shape[1:]) != expected:
+            raise DataError(f"{self.name}: inputs to predict have shape {tuple(x.shape[1:])}; the model was trained on "
+                            f"input_shape {expected}.")
+        if self.standardize and self.feature_mean is not None:
+            x = (x - self.feature_mean) / self.feature_std
+        self.datasets["predict"] = BatchedTensorDataset(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32))
 
     def _check(self, splits: Splits) -> None:
         spec = self.spec
@@ -196,11 +249,15 @@ class ArrayDataModule(pl.LightningDataModule):
                     f"{spec.name}: {stage} features have shape {tuple(x.shape[1:])}, "
                     f"declared {spec.input_shape}."
                 )
-            if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+            if spec.num_classes is not None and len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
                 raise DataError(
                     f"{spec.name}: {stage} labels span [{y.min()}, {y.max()}], "
                     f"declared {spec.num_classes} classes (labels must be 0..{spec.num_classes - 1})."
                 )
+            if spec.num_classes is None and tuple(y.shape[1:]) != tuple(spec.target_shape or ()):
+                raise DataError(f"{spec.name}: {stage} targets have shape {tuple(y.shape[1:])}, declared {spec.target_shape}.")
+            if spec.num_classes is None and len(y) and not np.isfinite(y).all():
+                raise DataError(f"{spec.name}: {stage} targets have NaN or infinite values; clean them first.")
         if len(splits["train"][1]) == 0:
             raise DataError(f"{spec.name}: the training split is empty.")
 
@@ -231,13 +288,24 @@ class ArrayDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
     def state_dict(self) -> dict:
-        """Standardization statistics travel in the checkpoint so predictions use the same scaling."""
-        if self.feature_mean is None:
-            return {}
-        return {"feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist()}
+        """Standardization statistics and class labels travel in the checkpoint, so evaluation and
+        predictions scale inputs as training did and name classes as the training data did."""
+        state: dict[str, Any] = {"input_shape": list(self.spec.input_shape)}
+        if self.feature_mean is not None:
+            state.update(feature_mean=self.feature_mean.tolist(), feature_std=self.feature_std.tolist())
+        if getattr(self, "classes", None):
+            state["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict:
+        if state_dict.get("feature_mean") is not None:
             self.feature_mean = np.asarray(state_dict["feature_mean"])
             self.feature_std = np.asarray(state_dict["feature_std"])
+        if state_dict.get("classes"):
+            self.classes = list(state_dict["classes"])
+        if state_dict.get("input_shape"):
+            self._trained_input_shape = tuple(state_dict["input_shape"])

@@ -10,25 +10,32 @@ from expkit.config.suggest import did_you_mean
 from expkit.data.base import ArrayDataModule, DataSpec
 from expkit.errors import ConfigError, DataError
 
+TASKS = ("classification", "regression")
 TABLE_SUFFIXES = {".csv", ".parquet", ".pq"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class FilesDataModule(ArrayDataModule):
-    """Classification data read from ``path``.
+    """Classification or regression data read from ``path``.
 
-    - a table (``.csv``, ``.parquet``): one row per sample, the label in ``target_column``, the
-      features in ``feature_columns`` (default: every other column), all numeric;
-    - an ``.npz`` archive with arrays ``x_key`` (samples, any shape) and ``y_key`` (labels);
+    - a table (``.csv``, ``.parquet``): one row per sample, the label (or target) in
+      ``target_column``, the features in ``feature_columns`` (default: every other column), all
+      numeric;
+    - an ``.npz`` archive with arrays ``x_key`` (samples, any shape) and ``y_key`` (labels, or
+      targets of any shape);
     - a folder with one sub-folder of images per class (``path/cat/1.png``), read as
-      ``image_mode`` (``L`` grey or ``RGB``) and resized to ``image_size`` when given.
+      ``image_mode`` (``L`` grey or ``RGB``) and resized to ``image_size`` when given
+      (classification only).
 
-    Labels may be any values; they are mapped to ``0..K-1`` in sorted order (``classes``).
+    ``task=classification``: labels may be any values; they are mapped to ``0..K-1`` in sorted
+    order (``classes``). ``task=regression``: targets are real numbers, used as they are.
+    Predicting (``predict.py``) reads every sample of ``path``; its labels may be missing.
     """
 
     def __init__(
         self,
         path: str,
+        task: str = "classification",
         target_column: str = "label",
         feature_columns: list[str] | None = None,
         x_key: str = "x",
@@ -38,6 +45,9 @@ class FilesDataModule(ArrayDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if task not in TASKS:
+            raise ConfigError(f"data.task={task!r}: use one of {', '.join(TASKS)}.")
+        self.task = task
         if not path:
             raise ConfigError("data.path is not set: pass data.path=/path/to/table.csv (or .parquet, .npz, an image folder).")
         self.path = Path(path)
@@ -48,6 +58,7 @@ class FilesDataModule(ArrayDataModule):
         self.image_mode = image_mode
         self.image_size = tuple(image_size) if image_size else None
         self.classes: list = []
+        self.features: list[str] | None = None  # a table's feature columns, as training read them
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def declare_spec(self) -> DataSpec:
@@ -55,9 +66,11 @@ class FilesDataModule(ArrayDataModule):
         headers and labels, one image per folder), so validation stays cheap; ``setup`` reads
         everything and checks it against this."""
         if self._arrays is not None:
-            return DataSpec(self.name, tuple(self._arrays[0].shape[1:]), len(self.classes))
+            return self._spec_of(tuple(self._arrays[0].shape[1:]), self._arrays[1])
         self._require_path()
         if self.path.is_dir():
+            if self.task == "regression":
+                raise ConfigError(f"data.path={self.path}: an image folder holds classes; data.task=regression needs a table or an .npz.")
             shape, labels = self._peek_image_folder()
         elif self.path.suffix.lower() in TABLE_SUFFIXES:
             shape, labels = self._peek_table()
@@ -65,8 +78,14 @@ class FilesDataModule(ArrayDataModule):
             shape, labels = self._peek_npz()
         else:
             raise self._unsupported()
-        self.classes = self._classes(labels)[0]
-        return DataSpec(self.name, shape, len(self.classes))
+        if self.task == "classification":
+            self.classes = self._classes(labels)[0]
+        return self._spec_of(shape, labels)
+
+    def _spec_of(self, shape: tuple[int, ...], labels: np.ndarray) -> DataSpec:
+        if self.task == "classification":
+            return DataSpec(self.name, shape, len(self.classes))
+        return DataSpec(self.name, shape, target_shape=tuple(int(d) for d in np.shape(labels)[1:]))
 
     def _require_path(self) -> None:
         if not self.path.exists():
@@ -210,15 +229,68 @@ class FilesDataModule(ArrayDataModule):
                 x, labels = self._read_npz()
             else:
                 raise self._unsupported()
-            self.classes, y = self._classes(labels)
-            self._arrays = (x, y.astype(np.int64))
+            if self.task == "classification":
+                self.classes, y = self._classes(labels)
+                self._arrays = (x, y.astype(np.int64))
+            else:
+                self._arrays = (x, self._targets(labels))
         return self._arrays
+
+    def state_dict(self) -> dict:
+        """The base state, and a table's feature columns: predictions read the same columns."""
+        if self.features is None and self.path.suffix.lower() in TABLE_SUFFIXES and self.path.is_file():
+            header = self._read_table_part(nrows=0)
+            self.features = self._table_columns([str(c) for c in header.columns])
+        return {**super().state_dict(), **({"features": self.features} if self.features else {})}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("features"):
+            self.features = list(state_dict["features"])
+
+    def _targets(self, values: np.ndarray) -> np.ndarray:
+        """Regression targets as float32; a clear error for values that are not finite numbers."""
+        try:
+            y = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"{self.path}: data.task=regression needs numeric targets ({self.target_column!r} / "
+                            f"{self.y_key!r}); got {np.asarray(values).dtype}.") from None
+        if not np.isfinite(y).all():
+            raise DataError(f"{self.path}: regression targets have NaN or infinite values; clean them first.")
+        return y
+
+    def load_predict_inputs(self) -> np.ndarray:
+        """Every sample of ``path``, whether or not it has labels (read as in training; the
+        prepared splits of the DVC pipeline are not used)."""
+        self._require_path()
+        if self.path.is_dir():
+            return self._read_image_folder(labelled=False)[0]
+        if self.path.suffix.lower() in TABLE_SUFFIXES:
+            table = self._read_table_part()
+            table.columns = [str(c) for c in table.columns]
+            features = self.feature_columns or self.features or [c for c in table.columns if c != self.target_column]
+            missing = [c for c in features if c not in table.columns]
+            if missing:
+                raise DataError(f"{self.path}: the model was trained on columns {features}; {missing} missing.")
+            self._check_table(table, features)
+            self.features = features
+            return table[features].to_numpy(np.float32)
+        if self.path.suffix.lower() == ".npz":
+            with np.load(self.path, allow_pickle=False) as archive:
+                if self.x_key not in archive:
+                    raise DataError(f"{self.path}: no array {self.x_key!r} (data.x_key); arrays are {list(archive.keys())}.")
+                x = archive[self.x_key].astype(np.float32)
+            if not np.isfinite(x).all():
+                raise DataError(f"{self.path}: inputs have NaN or infinite values; clean them first.")
+            return x
+        raise self._unsupported()
 
     def _read_table(self) -> tuple[np.ndarray, np.ndarray]:
         table = self._read_table_part()
         table.columns = [str(c) for c in table.columns]
         features = self._table_columns(list(table.columns))
         self._check_table(table, features)
+        self.features = features
         return table[features].to_numpy(np.float32), table[self.target_column].to_numpy()
 
     def _read_npz(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,23 +311,27 @@ class FilesDataModule(ArrayDataModule):
             raise DataError(f"{self.path}: array {self.x_key!r} has NaN or infinite values; clean them first.")
         return x, y
 
-    def _read_image_folder(self) -> tuple[np.ndarray, np.ndarray]:
+    def _read_image_folder(self, labelled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The images of the class sub-folders (``labelled``), or of the whole folder, recursively."""
         from PIL import Image
 
         images, labels = [], []
-        for class_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    image = Image.open(file).convert(self.image_mode)
-                except Exception as exc:
-                    raise DataError(f"{file}: cannot be read as an image ({exc}).") from exc
-                if self.image_size:
-                    image = image.resize(tuple(reversed(self.image_size)))  # PIL takes (width, height)
-                array = np.asarray(image, dtype=np.float32) / 255.0
-                images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-                labels.append(class_dir.name)
+        if labelled:
+            files = [(d.name, f) for d in sorted(p for p in self.path.iterdir() if p.is_dir()) for f in sorted(d.iterdir())]
+        else:
+            files = [(None, f) for f in sorted(self.path.rglob("*"))]
+        for label, file in files:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                image = Image.open(file).convert(self.image_mode)
+            except Exception as exc:
+                raise DataError(f"{file}: cannot be read as an image ({exc}).") from exc
+            if self.image_size:
+                image = image.resize(tuple(reversed(self.image_size)))  # PIL takes (width, height)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            labels.append(label)
         if not images:
             raise DataError(f"{self.path}: no images found in class sub-folders (expected {self.path}/<class>/<image>.png).")
         if len({im.shape for im in images}) > 1:

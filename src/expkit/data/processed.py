@@ -1,7 +1,7 @@
 """Prepared splits on disk: one ``.npy`` per split and array, plus ``meta.json``; the one place
 that knows this layout (the DVC ``prepare`` stage writes it, datamodules read it memory-mapped).
 
-    data/processed/meta.json            spec, classes, split settings, sample counts
+    data/processed/meta.json            spec (sizes, task), classes, split settings, sample counts
     data/processed/{train,val,test}_{x,y}.npy
 
 Bytes are deterministic: the same splits give the same files (``np.save`` has no timestamps).
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from expkit.data.base import DataSpec
 from expkit.errors import DataError
 
 FORMAT_VERSION = 1
@@ -33,24 +34,24 @@ def write_processed(
     directory: Path,
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
-    name: str,
-    input_shape: tuple[int, ...],
-    num_classes: int,
+    spec: DataSpec,
     split: dict[str, Any],
     classes: list | None = None,
 ) -> Path:
-    """Write ``splits`` (float32 features, int64 labels) and ``meta.json`` into ``directory``."""
+    """Write ``splits`` (float32 features; int64 labels, or float32 regression targets) and
+    ``meta.json`` into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stage in SPLITS:
         x, y = splits[stage]
         np.save(array_file(directory, stage, "x"), np.ascontiguousarray(x, dtype=np.float32))
-        np.save(array_file(directory, stage, "y"), np.ascontiguousarray(y, dtype=np.int64))
+        np.save(array_file(directory, stage, "y"), np.ascontiguousarray(y, dtype=_target_dtype(spec.num_classes)))
     meta = {
         "format_version": FORMAT_VERSION,
-        "name": name,
-        "input_shape": list(input_shape),
-        "num_classes": int(num_classes),
+        "name": spec.name,
+        "input_shape": list(spec.input_shape),
+        "num_classes": None if spec.num_classes is None else int(spec.num_classes),
+        "target_shape": None if spec.target_shape is None else list(spec.target_shape),
         "classes": [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None,
         "split": {key: split[key] for key in SPLIT_KEYS},
         "counts": {stage: int(len(splits[stage][1])) for stage in SPLITS},
@@ -59,6 +60,10 @@ def write_processed(
     path = directory / META_FILE
     path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _target_dtype(num_classes: int | None) -> type:
+    return np.int64 if num_classes is not None else np.float32
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -85,7 +90,8 @@ def read_processed(directory: Path, meta: dict[str, Any]) -> dict[str, tuple[np.
     splits = {}
     for stage in SPLITS:
         arrays = []
-        for array, dtype, shape in (("x", np.float32, tuple(meta["input_shape"])), ("y", np.int64, ())):
+        target = (_target_dtype(meta["num_classes"]), tuple(meta.get("target_shape") or ()))
+        for array, dtype, shape in (("x", np.float32, tuple(meta["input_shape"])), ("y", *target)):
             path = array_file(directory, stage, array)
             if not path.is_file():
                 raise DataError(f"data.processed_dir={directory}: {path.name} is missing: {FIX}.")

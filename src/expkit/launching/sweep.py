@@ -94,11 +94,13 @@ def update_summary(sweep_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # jobs of a parallel or SLURM sweep finish together
         records = sweep_records(sweep_dir)
         metric = next((r["metric"] for r in records if r.get("metric")), "value")
-        columns = ["job", "status", metric, "overrides", "duration_s", "error", "job_dir", "note"]
+        # Every other metric the jobs logged (their metrics.json), after the optimized one.
+        logged = sorted({k for r in records for k in (r.get("metrics") or {})} - {metric})
+        columns = ["job", "status", metric, *logged, "overrides", "duration_s", "error", "job_dir", "note"]
         if any(r.get("trial") is not None for r in records):
             columns.insert(1, "trial")
         rows = [
-            {**{k: r.get(k) for k in columns}, metric: r.get("value"),
+            {**{k: r.get(k) for k in columns}, **(r.get("metrics") or {}), metric: r.get("value"),
              "note": f"same config completed in {r['source']}" if r.get("source") else None}
             for r in records
         ]
@@ -240,6 +242,12 @@ class SweepRecorder(Callback):
         if not rank_zero():
             return
         sweep_dir = Path(record["sweep_dir"])
+        metrics_file = sweep_dir / record["job_dir"] / "metrics.json"
+        if metrics_file.is_file():
+            try:
+                record["metrics"] = json.loads(metrics_file.read_text())
+            except json.JSONDecodeError:
+                pass
         write_record(sweep_dir / record["job_dir"], record)
         summary = update_summary(sweep_dir)
         if record["status"] == "failed":

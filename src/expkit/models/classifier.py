@@ -1,4 +1,9 @@
-"""The LightningModule every model config builds: a network, a loss, torchmetrics, an optimizer."""
+"""A classifier LightningModule: a network, cross-entropy, torchmetrics accuracy, an optimizer.
+
+It logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss`` and ``test/acc``.
+Outputs may carry extra dimensions before the classes (per-token logits ``(batch, time, classes)``
+against labels ``(batch, time)``): every position is one prediction.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from expkit.callbacks import ends_epoch
-from expkit.metrics import ACCURACY, LOSS, metric_key
 
-RUN_CONFIG_KEY = "expkit_run_config"
+LOSS, ACCURACY = "loss", "acc"
 EVAL_STAGES = ("val", "test")
 TRAIN_SUM_EVERY = 50  # training steps whose losses and predictions are kept before they are summed
 
@@ -24,16 +28,12 @@ class Classifier(pl.LightningModule):
     """Multiclass classification with cross-entropy.
 
     Args:
-        net: partial network constructor; called with ``input_shape`` and ``num_classes``.
+        net: partial network constructor; called with ``input_shape`` and ``num_outputs``.
         optimizer: partial optimizer; called with the parameters.
         scheduler: partial LR scheduler or ``None``; called with the optimizer.
-        input_shape: shape of one sample (from the datamodule's spec).
-        num_classes: number of classes (from the datamodule's spec).
+        input_shape: shape of one sample (from the data's ``sizes``, see ``expkit.build``).
+        num_classes: number of classes (from the data's ``sizes``).
         scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
-
-    ``run_config`` (set by the task after construction) is the run's resolved config; it is saved
-    in every checkpoint under ``RUN_CONFIG_KEY`` so ``eval.py`` can rebuild model and data from
-    the checkpoint alone.
     """
 
     def __init__(
@@ -43,13 +43,14 @@ class Classifier(pl.LightningModule):
         input_shape: Sequence[int],
         num_classes: int,
         scheduler: Callable[..., Any] | None = None,
-        scheduler_monitor: str = metric_key("val", LOSS),
+        scheduler_monitor: str = f"val/{LOSS}",
     ) -> None:
         super().__init__()
-        # Shapes go into the checkpoint; the partials are rebuilt from run_config.
+        # Shapes go into the checkpoint as plain data (Hydra passes a list config); the partials are
+        # rebuilt from the run's recorded config.
+        input_shape, num_classes = tuple(int(d) for d in input_shape), int(num_classes)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.run_config: dict | None = None
-        self.net = net(input_shape=tuple(input_shape), num_classes=num_classes)
+        self.net = net(input_shape=tuple(input_shape), num_outputs=num_classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # Validation and test: torchmetrics, computed at the epoch's end (and synced across ranks).
@@ -70,15 +71,17 @@ class Classifier(pl.LightningModule):
         self._train_sums: torch.Tensor | None = None
         self._train_count = 0
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUN_CONFIG_KEY] = self.run_config
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @staticmethod
+    def _flat(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every position one prediction: ``(..., classes)`` logits against ``(...)`` labels."""
+        return (logits.reshape(-1, logits.shape[-1]), y.reshape(-1)) if logits.ndim > 2 else (logits, y)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits, y = self._flat(self(x), y)
         loss = F.cross_entropy(logits, y)
         self._accumulate_train_metrics(logits, y, loss)
         return loss
@@ -129,18 +132,18 @@ class Classifier(pl.LightningModule):
         sums = torch.cat([self._train_sums, self._train_sums.new_tensor([local_count])])
         loss_sum, correct, count = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over all ranks
         for name, value in ((LOSS, loss_sum / count), (ACCURACY, correct / count)):
-            self.log(metric_key("train", name), value, on_step=False, on_epoch=True, batch_size=local_count)
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=local_count)
         self._train_sums.zero_()
         self._train_count = 0
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> None:
         x, y = batch
-        logits = self(x)
+        logits, y = self._flat(self(x), y)
         metrics = self.metrics[f"{stage}_metrics"]
         first_batch = batch_idx == 0 or not any(m.update_called for m in metrics.values(copy_state=False))
         metrics.update(logits, y)
         # Epoch-level only; sync_dist averages the loss across ranks, torchmetrics syncs itself.
-        self.log(metric_key(stage, LOSS), F.cross_entropy(logits, y), on_step=False, on_epoch=True,
+        self.log(f"{stage}/{LOSS}", F.cross_entropy(logits, y), on_step=False, on_epoch=True,
                  batch_size=len(y), prog_bar=True, sync_dist=True)
         if first_batch:
             # Lightning keeps the metric objects, computes them at the epoch's end and resets them:

@@ -1,5 +1,6 @@
-"""Networks. Each takes ``input_shape`` and ``num_classes`` from the data, never from a config file,
-and declares with :meth:`accepts` which inputs it can consume."""
+"""Networks for array data. Each takes ``input_shape`` (one sample's) and ``num_outputs`` (the
+width of its output: classes for a classifier, targets for a regressor) from the model that wraps
+it, and says with :meth:`accepts` which inputs it can consume (``expkit.build`` asks it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Fully connected classifier on flattened inputs (any shape).
+    """Fully connected network on flattened inputs (any shape).
 
     Args:
         hidden_dims: widths of the hidden layers.
@@ -25,7 +26,7 @@ class MLP(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         hidden_dims: Sequence[int] = (256, 128),
         dropout: float = 0.1,
     ) -> None:
@@ -35,7 +36,7 @@ class MLP(nn.Module):
         for hidden in hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
             width = hidden
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width, num_outputs))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class CNN(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         channels: Sequence[int] = (32, 64),
         hidden_dim: int = 128,
         dropout: float = 0.25,
@@ -87,7 +88,7 @@ class CNN(nn.Module):
             nn.Linear(in_channels * height * width, hidden_dim),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(hidden_dim, num_classes),
+            nn.Linear(hidden_dim, num_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +99,7 @@ class FeatureTransformer(nn.Module):
     """Transformer encoder over features as tokens (FT-Transformer style) for tabular data.
 
     Every input feature becomes a token (its value times a learned embedding plus a learned
-    bias); a class token is prepended and its final state is classified. Images are flattened,
+    bias); a class token is prepended and its final state gives the outputs. Images are flattened,
     one pixel a token, so keep them small.
 
     Args:
@@ -121,7 +122,7 @@ class FeatureTransformer(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         d_model: int = 32,
         num_heads: int = 4,
         num_layers: int = 2,
@@ -137,7 +138,7 @@ class FeatureTransformer(nn.Module):
             d_model, num_heads, dim_feedforward, dropout, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, num_classes))
+        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, num_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.flatten(1).unsqueeze(-1) * self.weight + self.bias

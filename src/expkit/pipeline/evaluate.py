@@ -3,11 +3,14 @@
     python -m expkit.pipeline.evaluate outputs/dvc/train/checkpoints outputs/dvc/evaluate
 
 Writes into the output folder:
-- ``metrics.json``: ``test/loss`` and ``test/acc`` (``dvc metrics show``, ``dvc exp show``);
-- ``predictions.csv``: ``actual,predicted`` per test sample (the confusion matrix of ``dvc plots show``).
+- ``metrics.json``: the module's test metrics (``trainer.test``: whatever it logs; ``dvc metrics
+  show``, ``dvc exp show``);
+- ``predictions.csv``: ``actual,predicted`` per test sample: the class for a classifier (the
+  confusion matrix of ``dvc plots show``), the value for a regressor with one target; only the
+  header for other modules.
 
-Model and data are rebuilt from the run config stored in the checkpoint, so the test split is
-the one training used (the prepared arrays). Plain PyTorch, no Trainer: deterministic on CPU.
+Model and data are rebuilt from the run config stored in the checkpoint (``expkit.rebuild``), so
+the test split is the one training used (the prepared arrays). On the CPU, deterministic.
 """
 
 from __future__ import annotations
@@ -40,51 +43,47 @@ def best_checkpoint(checkpoint_dir: Path) -> Path:
 
 
 def evaluate(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
-    import torch
-    import torch.nn.functional as F
-    from hydra.utils import instantiate
-
-    from expkit.metrics import ACCURACY, LOSS, metric_key
-    from expkit.models.classifier import RUN_CONFIG_KEY
-    from expkit.tasks.eval import load_checkpoint
+    from expkit.rebuild import rebuild, test_metrics
     from expkit.tracking.files import write_metrics
 
     path = best_checkpoint(Path(checkpoint_dir))
-    checkpoint = load_checkpoint(str(path))
-    run_config = checkpoint[RUN_CONFIG_KEY]
-    hparams = checkpoint["hyper_parameters"]
-
-    datamodule = instantiate(run_config["data"])
-    datamodule.load_state_dict(checkpoint.get(type(datamodule).__qualname__, {}))
-    datamodule.setup("test")
-    model = instantiate(run_config["model"], input_shape=tuple(hparams["input_shape"]),
-                        num_classes=int(hparams["num_classes"]), _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-
-    actual, predicted, loss_sum = [], [], 0.0
-    with torch.no_grad():
-        for x, y in datamodule.test_dataloader():
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            actual += y.tolist()
-            predicted += logits.argmax(dim=-1).tolist()
-    n = len(actual)
-    if n == 0:
-        raise DataError(f"the test split of {datamodule.spec.describe()} is empty: raise data.test_fraction.")
-    metrics = {
-        metric_key("test", LOSS): loss_sum / n,
-        metric_key("test", ACCURACY): sum(a == p for a, p in zip(actual, predicted, strict=True)) / n,
-    }
+    rebuilt = rebuild(path)
+    metrics = test_metrics(rebuilt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir, metrics)
+    rows = test_predictions(rebuilt)
     with (out_dir / PREDICTIONS_FILE).open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["actual", "predicted"])
-        writer.writerows(zip(actual, predicted, strict=True))
-    print(f"evaluated {path} on {n} test samples: {metrics}")
+        writer.writerows(rows)
+    print(f"evaluated {path} on the test split: {metrics}")
     return metrics
+
+
+def test_predictions(rebuilt) -> list[tuple]:
+    """``(actual, predicted)`` per test sample of a module whose batches are ``(x, y)`` with one
+    label or one number per sample: the class (argmax) of a classifier, the value of a
+    regressor. ``[]`` for other modules (per-token outputs, several targets)."""
+    import torch
+
+    from expkit.rebuild import batches
+
+    rows: list[tuple] = []
+    with torch.no_grad():
+        for batch in batches(rebuilt.datamodule, "test"):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and batch[1].ndim == 1):
+                return []
+            x, y = batch
+            out = rebuilt.model(x)
+            if not y.is_floating_point() and out.ndim == 2:
+                predicted = out.argmax(dim=1)
+            elif y.is_floating_point() and out.reshape(len(y), -1).shape[1] == 1:
+                predicted = out.reshape(len(y))
+            else:
+                return []
+            rows += zip(y.tolist(), predicted.tolist(), strict=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

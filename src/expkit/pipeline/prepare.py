@@ -34,8 +34,8 @@ def prepare(data_cfg) -> Path:
     datamodule._check(splits)  # shapes and labels agree with the declared spec
     spec = datamodule.spec
     write_processed(
-        Path(out_dir), splits, name=spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes,
-        split={key: getattr(datamodule, key) for key in SPLIT_KEYS}, classes=getattr(datamodule, "classes", None),
+        Path(out_dir), splits, spec=spec, split={key: getattr(datamodule, key) for key in SPLIT_KEYS},
+        classes=getattr(datamodule, "classes", None) or None,
     )
     counts = ", ".join(f"{stage} {len(y)}" for stage, (_, y) in splits.items())
     print(f"prepared {spec.describe()} -> {out_dir} ({counts})")

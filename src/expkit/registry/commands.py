@@ -18,6 +18,8 @@ from pathlib import Path
 from expkit.errors import ExpkitError, exit_with
 from expkit.registry.store import DEFAULT_ROOT
 
+FILES_TARGET = "expkit.data.FilesDataModule"  # how `expkit drift` reads a file of inputs
+
 
 def _console():
     from rich.console import Console
@@ -87,8 +89,7 @@ def promote_cmd(argv: list[str]) -> None:
 def models_cmd(argv: list[str]) -> None:
     from rich.table import Table
 
-    from expkit.registry.kpis import load_kpis
-    from expkit.registry.store import Registry
+    from expkit.registry.store import Registry, kpis_of_entry
 
     parser = _parser("models", "List registered models: versions, stages, KPI metrics.")
     parser.add_argument("--json", action="store_true", help="print registry.json")
@@ -97,7 +98,8 @@ def models_cmd(argv: list[str]) -> None:
     if args.json:
         print(json.dumps(registry.data, indent=2))
         return
-    metrics = [k.metric for k in load_kpis()]
+    entries = [v for model in registry.data["models"].values() for v in model["versions"]]
+    metrics = list(dict.fromkeys(k.metric for v in entries for k in kpis_of_entry(v)))
     table = Table(title=f"Models in {args.registry}")
     for column in ("name", "version", "stages", "model", *metrics, "test data", "registered", "run"):
         table.add_column(column, overflow="fold")
@@ -142,12 +144,14 @@ def report_cmd(argv: list[str]) -> None:
     report = build_report(args.run, args.name, args.stage, args.registry, args.out, args.threshold)
     console = _console()
     console.print(judgement_table(report["judgement"], "new", args.stage, title="KPIs on the new test data"))
-    table = Table(title="Per-class metrics (test split)")
-    for column in PER_CLASS_COLUMNS:
-        table.add_column(column)
-    for row in per_class_rows(report):
-        table.add_row(*row)
-    console.print(table)
+    rows = per_class_rows(report)
+    if rows:  # classifiers only
+        table = Table(title="Per-class metrics (test split)")
+        for column in PER_CLASS_COLUMNS:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     if report.get("drift"):
         console.print(drift_table(report["drift"]))
     verdict = "would pass" if report["promotion"]["would_pass"] else "would be refused"
@@ -158,7 +162,7 @@ def drift_cmd(argv: list[str]) -> None:
     from expkit.registry import evaluation
     from expkit.registry.drift import DEFAULT_THRESHOLD, drift, drift_table
     from expkit.registry.store import MODEL_FILE, TRAIN_STATS_FILE, Registry
-    from expkit.tasks.predict import read_inputs, reader_config, training_labels
+    from expkit.tasks.predict import data_config
 
     parser = _parser("drift", "Compare new data's feature statistics with a registered model's training data.")
     parser.add_argument("data", help="a run directory (its training split) or a data file read like the model's inputs")
@@ -174,16 +178,12 @@ def drift_cmd(argv: list[str]) -> None:
     reference = json.loads((version_dir / TRAIN_STATS_FILE).read_text())
     path = Path(args.data)
     if path.is_dir() and (path / "checkpoints").is_dir() or path.suffix == ".ckpt":
-        x = evaluation.raw_splits(evaluation.load_trained(path).run_config["data"])["train"][0]
-        names = None
-    else:
-        trained = evaluation.load_trained(version_dir / MODEL_FILE)
-        recorded = trained.run_config["data"]
-        defaults = {"target_column": "label", "feature_columns": None, "x_key": "x", "y_key": "y", "image_mode": "L", "image_size": None}
-        _, features = training_labels(recorded)
-        x = read_inputs(reader_config({**defaults, "path": str(path)}, recorded, {}), trained.input_shape, features)
-        names = features
-    result = drift(reference, evaluation.feature_stats(x), args.threshold, names)
+        stats = evaluation.feature_stats(evaluation.load_trained(path))
+    else:  # a file of inputs, read as the production model's data was (predict.py's reading)
+        recorded = evaluation.load_trained(version_dir / MODEL_FILE).config["data"]
+        data_cfg = data_config(recorded, {"_target_": FILES_TARGET}, False, {"path": str(path)})
+        stats = evaluation.feature_stats(data_cfg, stage="predict")
+    result = drift(reference, stats, args.threshold, stats.get("names"))
     _console().print(drift_table(result))
 
 

@@ -1,23 +1,25 @@
 """A trained model, rebuilt from its checkpoint alone, evaluated on a test split.
 
 Every comparison between models (promotion, ``expkit report``) goes through :func:`evaluate`:
-the same metrics (``test/loss``, ``test/acc``, ``test/latency_ms``), per-class precision, recall
-and F1, and a fingerprint of the test split (sha256 of its raw arrays), so two evaluations are
-known to be on the same data. Each model applies its own preprocessing (its standardization
-statistics travel in its checkpoint) to the raw test arrays.
+the module's own test metrics (``trainer.test``: whatever it logs), ``test/latency_ms`` where a
+batch's first tensor is the module's input, per-class precision, recall and F1 for classifiers,
+and a fingerprint of the test split (:func:`expkit.rebuild.data_fingerprint`), so two evaluations
+are known to be on the same data. Each model keeps its own preprocessing (its datamodule state,
+e.g. standardization statistics, travels in its checkpoint).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from expkit.errors import DataError
+from expkit.rebuild import Rebuilt, batches, data_fingerprint, rebuild, tensors_of
 
 LATENCY_METRIC = "test/latency_ms"  # median time of one single-sample forward pass (one thread) on this machine
 
@@ -41,130 +43,120 @@ def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-@dataclass
-class TrainedModel:
-    """A checkpoint's network in eval mode, its run config and its preprocessing."""
-
-    path: Path
-    model: Any
-    run_config: dict
-    input_shape: tuple[int, ...]
-    num_classes: int
-    feature_mean: np.ndarray | None = None
-    feature_std: np.ndarray | None = None
-
-    def preprocess(self, x: np.ndarray):
-        """Raw features -> the model's input tensor, exactly as training scaled them."""
-        import torch
-
-        if self.feature_mean is not None:
-            x = (x - self.feature_mean) / self.feature_std
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            parts = [self.model(self.preprocess(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
-
-
-def load_trained(path: str | Path, trust: bool = False) -> TrainedModel:
-    """Rebuild the model of ``path`` (run dir, checkpoint dir or file) from its checkpoint."""
-    from hydra.utils import get_class, instantiate
-
-    from expkit.models.checkpoint import load_checkpoint
-    from expkit.models.classifier import RUN_CONFIG_KEY
-
-    ckpt = resolve_checkpoint(path)
-    checkpoint = load_checkpoint(str(ckpt), trust=trust)
-    run_config = checkpoint[RUN_CONFIG_KEY]
-    hparams = checkpoint["hyper_parameters"]
-    shape, classes = tuple(hparams["input_shape"]), int(hparams["num_classes"])
-    model = instantiate(run_config["model"], input_shape=shape, num_classes=classes, _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    # The datamodule's state (standardization statistics) is saved under its class name.
-    stats = checkpoint.get(get_class(run_config["data"]["_target_"]).__qualname__) or {}
-    mean = np.asarray(stats["feature_mean"]) if stats.get("feature_mean") is not None else None
-    std = np.asarray(stats["feature_std"]) if stats.get("feature_std") is not None else None
-    return TrainedModel(ckpt, model, run_config, shape, classes, mean, std)
-
-
-def raw_splits(data_config: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The train/val/test arrays of a recorded data config, before any standardization."""
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(data_config, standardize=False)
-    datamodule.setup("fit")
-    return {stage: (ds.tensors[0].numpy(), ds.tensors[1].numpy()) for stage, ds in datamodule.datasets.items()}
-
-
-def fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in (np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)):
-        digest.update(str(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
+def load_trained(path: str | Path, trust: bool = False, data_cfg: Mapping | None = None) -> Rebuilt:
+    """Rebuild the model of ``path`` (run dir, checkpoint dir or file) from its checkpoint, with
+    its recorded data (or ``data_cfg``, read with the model's own preprocessing)."""
+    return rebuild(resolve_checkpoint(path), trust=trust, data_cfg=data_cfg)
 
 
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    per_class: list[dict[str, float]]
+    per_class: list[dict[str, float]] | None
     data_fingerprint: str
     samples: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "per_class": self.per_class, "data_fingerprint": self.data_fingerprint,
                 "samples": self.samples}
 
 
-def latency_ms(trained: TrainedModel, x: np.ndarray, samples: int = 50) -> float:
+def _first_input(rebuilt: Rebuilt):
+    """The first test batch's inputs (its first tensor), or ``None`` when batches are not tensors."""
+    for batch in batches(rebuilt.datamodule, "test"):
+        tensors = tensors_of(batch)
+        return tensors[0] if tensors else None
+    return None
+
+
+def latency_ms(rebuilt: Rebuilt, samples: int = 50) -> float | None:
     """Median milliseconds of a forward pass on one sample, one CPU thread, after a warm-up, on this
-    machine (one thread: comparable between busy and idle machines, and what a serving worker gets)."""
+    machine (one thread: comparable between busy and idle machines, and what a serving worker
+    gets). ``None`` when the module's ``forward`` does not take a batch's first tensor."""
     import torch
 
-    inputs = [trained.preprocess(x[i : i + 1]) for i in range(min(samples, len(x)))]
-    times = []
+    x = _first_input(rebuilt)
+    if x is None or not len(x):
+        return None
+    inputs = [x[i : i + 1] for i in range(min(samples, len(x)))]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
-            trained.model(inputs[0])
+            try:
+                rebuilt.model(inputs[0])
+            except Exception:  # noqa: BLE001 - forward takes something else: no latency to measure
+                return None
+            times = []
             for item in inputs:
                 start = time.perf_counter()
-                trained.model(item)
+                rebuilt.model(item)
                 times.append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(threads)
     return float(np.median(times))
 
 
-def evaluate(trained: TrainedModel, x: np.ndarray, y: np.ndarray) -> Evaluation:
-    """KPI metrics and per-class metrics of ``trained`` on raw test arrays ``x``, ``y``."""
+def per_class_metrics(rebuilt: Rebuilt) -> list[dict[str, float]] | None:
+    """Precision, recall, F1 and support per class, for a classifier: batches ``(x, y)`` with one
+    integer label per sample and outputs ``(batch, classes)``; ``None`` for any other module."""
     import torch
-    import torch.nn.functional as F
     from sklearn.metrics import precision_recall_fscore_support
 
-    from expkit.metrics import ACCURACY, LOSS, metric_key
+    num_classes = rebuilt.sizes.get("num_classes")
+    if num_classes is None:
+        return None
+    actual, predicted = [], []
+    with torch.no_grad():
+        for batch in batches(rebuilt.datamodule, "test"):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and batch[1].ndim == 1
+                    and not batch[1].is_floating_point()):
+                return None
+            x, y = batch
+            logits = rebuilt.model(x)
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != num_classes:
+                return None
+            actual.append(y.numpy())
+            predicted.append(logits.argmax(dim=1).numpy())
+    labels = list(range(int(num_classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        np.concatenate(actual), np.concatenate(predicted), labels=labels, zero_division=0)
+    return [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for c, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)]
 
-    if len(y) == 0:
-        raise DataError("the test split is empty: raise data.test_fraction.")
-    logits = trained.logits(x)
-    predicted = logits.argmax(axis=1)
-    loss = F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y, dtype=torch.long)).item()
-    labels = list(range(trained.num_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
-    per_class = [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for c, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)]
-    metrics = {metric_key("test", LOSS): float(loss), metric_key("test", ACCURACY): float((predicted == y).mean()),
-               LATENCY_METRIC: latency_ms(trained, x)}
-    return Evaluation(metrics, per_class, fingerprint(x, y), int(len(y)))
+
+def evaluate(rebuilt: Rebuilt) -> Evaluation:
+    """The module's test metrics on its datamodule's test split, with latency and (classifiers)
+    per-class metrics; the split is fingerprinted from a fresh datamodule of the same config."""
+    from expkit.rebuild import test_metrics
+
+    metrics = test_metrics(rebuilt)
+    latency = latency_ms(rebuilt)
+    if latency is not None:
+        metrics[LATENCY_METRIC] = latency
+    fingerprint, samples = data_fingerprint(rebuilt.config["data"])
+    return Evaluation(metrics, per_class_metrics(rebuilt), fingerprint, samples)
 
 
-def feature_stats(x: np.ndarray) -> dict[str, Any]:
-    """Per-feature mean and standard deviation of ``x`` (samples first, features flattened)."""
-    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    return {"samples": int(len(flat)), "mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist()}
+def feature_stats(rebuilt_or_data: Rebuilt | Mapping, stage: str = "train") -> dict[str, Any]:
+    """Per-feature mean and standard deviation of a split's inputs (each batch's first tensor,
+    samples first, features flattened), from a fresh datamodule of the data config with its
+    ``standardize`` switch off, if it has one: the raw inputs, as drift compares them."""
+    from expkit.build import build_datamodule
+
+    from hydra.utils import get_object
+
+    from expkit.config.targets import parameters
+
+    data_cfg = dict(rebuilt_or_data.config["data"] if isinstance(rebuilt_or_data, Rebuilt) else rebuilt_or_data)
+    if "standardize" in parameters(get_object(str(data_cfg["_target_"])))[0]:
+        data_cfg["standardize"] = False
+    datamodule = build_datamodule(data_cfg)
+    parts = [tensors_of(batch)[0].detach().cpu().numpy() for batch in batches(datamodule, stage)]
+    parts = [p for p in parts if p.ndim]
+    if not parts:
+        raise DataError(f"the {stage} split of data {data_cfg.get('_target_')} is empty: no statistics to compare.")
+    flat = np.concatenate([p.reshape(len(p), -1) for p in parts]).astype(np.float64)
+    names = getattr(datamodule, "features", None)  # a table's columns name its features
+    return {"samples": int(len(flat)), "mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist(),
+            **({"names": list(names)} if names and len(names) == flat.shape[1] else {})}

@@ -1,4 +1,6 @@
-"""KPIs: the metrics that decide between two models, declared once in ``conf/train.yaml``.
+"""KPIs: the metrics that decide between two models, declared by the experiment (``kpis`` in the
+run's config: a model config selects its task family's from ``conf/kpis/``, an experiment may
+change them). A run without KPIs has one: the test-split counterpart of its monitored metric.
 
     kpis:
       accuracy: {metric: test/acc, goal: max, at_least: 0.9}       # the first KPI is the primary one
@@ -62,18 +64,17 @@ def parse_kpis(node: Mapping[str, Any] | None) -> list[KPI]:
     return kpis
 
 
-def load_kpis(overrides: list[str] | None = None) -> list[KPI]:
-    """The KPIs of the project's config (``conf/train.yaml`` composed with ``overrides``)."""
-    from hydra import compose, initialize_config_dir
-
-    import expkit.resolvers  # noqa: F401
-    from expkit.paths import config_dir
-
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides or []))
-    from omegaconf import OmegaConf
-
-    return parse_kpis(OmegaConf.to_container(cfg.get("kpis"), resolve=True))
+def kpis_of(config: Mapping[str, Any]) -> list[KPI]:
+    """The KPIs of a run's resolved ``config``: its ``kpis`` node, else one KPI, the test-split
+    counterpart of ``monitor.metric`` (``val/mse`` -> ``test/mse``) with ``monitor.mode`` as goal."""
+    node = config.get("kpis")
+    if node:
+        return parse_kpis(node)
+    monitor = config.get("monitor") or {}
+    metric = str(monitor.get("metric") or "val/loss")
+    stage, _, name = metric.partition("/")
+    test_metric = f"test/{name}" if name and stage in ("val", "valid", "validation") else metric
+    return [KPI(name or metric, test_metric, str(monitor.get("mode") or "min"))]
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """``expkit report RUN_DIR --name NAME``: a newly trained model against the production model.
 
 Both are evaluated on the new run's test split (each with its own preprocessing); the report holds
-the KPI comparison with the promotion verdict (the rule of :mod:`expkit.registry.kpis`), per-class
-precision/recall/F1 of both models, and the drift of the new training data against the production
-model's training data. Written to ``<run dir>/report/``: ``report.md``, ``report.json``,
-``per_class.png``.
+the KPI comparison with the promotion verdict (the rule of :mod:`expkit.registry.kpis`, the new
+run's KPIs), per-class precision/recall/F1 of both models (classifiers only), and the drift of the
+new training data against the production model's training data. Written to
+``<run dir>/report/``: ``report.md``, ``report.json``, ``per_class.png`` (classifiers).
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from typing import Any
 
 from expkit.registry import evaluation
 from expkit.registry.drift import DEFAULT_THRESHOLD, drift
-from expkit.registry.kpis import KPI, judge, judgement_markdown, load_kpis
+from expkit.registry.kpis import KPI, judge, judgement_markdown, kpis_of
 from expkit.registry.store import DEFAULT_ROOT, MODEL_FILE, TRAIN_STATS_FILE, Registry
 
 
 def build_report(run: str | Path, name: str, stage: str = "production", root: Path = DEFAULT_ROOT,
                  out_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
                  kpis: list[KPI] | None = None) -> dict[str, Any]:
-    kpis = kpis or load_kpis()
     registry = Registry(root)
     candidate = evaluation.load_trained(run)
-    splits = evaluation.raw_splits(candidate.run_config["data"])
-    x_test, y_test = splits["test"]
-    new = evaluation.evaluate(candidate, x_test, y_test)
+    kpis = kpis or kpis_of(candidate.config)
+    new = evaluation.evaluate(candidate)
     # The first model of a name has nothing to beat: the report then checks the KPI bounds only.
     holder = registry.stage_holder(name, stage) if name in registry.data["models"] else None
     report: dict[str, Any] = {"candidate": str(candidate.path), "name": name, "stage": stage,
@@ -35,11 +33,11 @@ def build_report(run: str | Path, name: str, stage: str = "production", root: Pa
                               "candidate_metrics": new.metrics, "candidate_per_class": new.per_class}
     if holder is not None:
         version_dir = registry.version_dir(name, holder["version"])
-        production = evaluation.evaluate(evaluation.load_trained(version_dir / MODEL_FILE), x_test, y_test)
+        production = evaluation.evaluate(evaluation.load_trained(version_dir / MODEL_FILE, data_cfg=candidate.config["data"]))
         reference_stats = json.loads((version_dir / TRAIN_STATS_FILE).read_text())
         report.update(production_version=holder["version"], production_metrics=production.metrics,
                       production_per_class=production.per_class)
-        report["drift"] = drift(reference_stats, evaluation.feature_stats(splits["train"][0]), threshold)
+        report["drift"] = drift(reference_stats, evaluation.feature_stats(candidate), threshold)
     judgement = judge(kpis, new.metrics, report.get("production_metrics"))
     report["promotion"] = {"would_pass": judgement.passed, "summary": judgement.summary("new model", f"{name}@{stage}"),
                            "reasons": judgement.reasons}
@@ -47,7 +45,8 @@ def build_report(run: str | Path, name: str, stage: str = "production", root: Pa
     out_dir = Path(out_dir) if out_dir else evaluation.run_dir_of(candidate.path) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_per_class(report, out_dir / "per_class.png")
+    if new.per_class:
+        plot_per_class(report, out_dir / "per_class.png")
     (out_dir / "report.md").write_text(markdown(report, judgement))
     report["judgement"], report["out_dir"] = judgement, str(out_dir)
     return report
@@ -82,6 +81,8 @@ def plot_per_class(report: dict[str, Any], path: Path) -> Path:
 
 def per_class_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
+    if not report.get("candidate_per_class"):
+        return rows
     production = report.get("production_per_class") or [None] * len(report["candidate_per_class"])
     for new, old in zip(report["candidate_per_class"], production, strict=True):
         cells = [str(new["class"]), str(new["support"])]
@@ -99,10 +100,11 @@ def markdown(report: dict[str, Any], judgement) -> str:
              f"Candidate: `{report['candidate']}`; test data fingerprint `{report['test_data']['fingerprint']}` "
              f"({report['test_data']['samples']} samples).", "",
              f"**Promotion would {'pass' if judgement.passed else 'be refused'}**: {report['promotion']['summary']}.", "",
-             "## KPIs", "", judgement_markdown(judgement, "new", "production"), "",
-             "## Per-class metrics (test split)", "", "![per-class F1](per_class.png)", "",
-             "| " + " | ".join(PER_CLASS_COLUMNS) + " |", "|" + "---|" * len(PER_CLASS_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in per_class_rows(report)]
+             "## KPIs", "", judgement_markdown(judgement, "new", "production"), ""]
+    if report.get("candidate_per_class"):  # classifiers only
+        lines += ["## Per-class metrics (test split)", "", "![per-class F1](per_class.png)", "",
+                  "| " + " | ".join(PER_CLASS_COLUMNS) + " |", "|" + "---|" * len(PER_CLASS_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in per_class_rows(report)]
     drift_result = report.get("drift")
     if drift_result:
         lines += ["", "## Drift of the training data", ""]

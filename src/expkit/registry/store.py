@@ -25,7 +25,7 @@ from typing import Any
 
 from expkit.errors import ConfigError, ExpkitError
 from expkit.registry import evaluation, git_artifacts
-from expkit.registry.kpis import KPI, Judgement, judge
+from expkit.registry.kpis import KPI, Judgement, judge, kpis_of
 
 REGISTRY_FILE = "registry.json"
 DEFAULT_ROOT = Path("registry")
@@ -155,8 +155,8 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
     ckpt = evaluation.resolve_checkpoint(run)
     run_dir = evaluation.run_dir_of(ckpt)
     trained = evaluation.load_trained(ckpt)
-    splits = evaluation.raw_splits(trained.run_config["data"])
-    result = evaluation.evaluate(trained, *splits["test"])
+    result = evaluation.evaluate(trained)
+    kpis = kpis_of(trained.config)
     record_path = run_dir / RUN_RECORD_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
 
@@ -167,18 +167,19 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
         git_artifacts.check_register(repo, name, number)
     version_dir.mkdir(parents=True, exist_ok=False)
     shutil.copy2(ckpt, version_dir / MODEL_FILE)
-    (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.feature_stats(splits["train"][0])) + "\n")
+    (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.feature_stats(trained)) + "\n")
     entry = {
         "version": number,
         "registered_at": _now(),
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt),
-        "model": trained.run_config["model"]["net"]["_target_"],
+        "model": trained.config["model"]["_target_"],
+        "kpis": [vars(k) for k in kpis],
         "metrics": result.metrics,
         "training_metrics": record.get("metrics"),
         "per_class": result.per_class,
         "eval_data": {"fingerprint": result.data_fingerprint, "samples": result.samples,
-                      "data": trained.run_config["data"].get("path") or trained.run_config["data"]["_target_"]},
+                      "data": trained.config["data"].get("path") or trained.config["data"]["_target_"]},
         "data_version": record.get("data_version"),
         "git": {k: v for k, v in (record.get("git") or {}).items() if k != "diff"} or None,
         "run_wandb": record.get("wandb"),
@@ -196,9 +197,7 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
         entry["gto_tag"] = git_artifacts.version_tag(name, number)
     registry.save()
     if repo is not None:
-        from expkit.registry.kpis import load_kpis
-
-        entry["git_commit"] = git_artifacts.commit_and_tag_version(repo, name, entry, registry.root, load_kpis())
+        entry["git_commit"] = git_artifacts.commit_and_tag_version(repo, name, entry, registry.root, kpis)
     return entry
 
 
@@ -215,32 +214,34 @@ def compare_with_stage(registry: Registry, name: str, candidate: dict[str, Any],
     if holder["eval_data"]["fingerprint"] == candidate["eval_data"]["fingerprint"]:
         reference, how = holder["metrics"], f"recorded metrics, same test data ({candidate['eval_data']['fingerprint']})"
     else:  # other test data: evaluate the stage holder on the candidate's test split
-        trained = evaluation.load_trained(registry.version_dir(name, holder["version"]) / MODEL_FILE)
-        x, y = _candidate_test(registry, name, candidate)
-        reference = evaluation.evaluate(trained, x, y).metrics
+        data_cfg = _candidate_data(registry, name, candidate)
+        trained = evaluation.load_trained(registry.version_dir(name, holder["version"]) / MODEL_FILE, data_cfg=data_cfg)
+        reference = evaluation.evaluate(trained).metrics
         how = f"re-evaluated v{holder['version']} on the candidate's test data ({candidate['eval_data']['fingerprint']})"
     return judge(kpis, candidate["metrics"], reference), holder, reference, how
 
 
-def _candidate_test(registry: Registry, name: str, candidate: dict[str, Any]):
-    trained = evaluation.load_trained(registry.version_dir(name, candidate["version"]) / MODEL_FILE)
-    x, y = evaluation.raw_splits(trained.run_config["data"])["test"]
-    if evaluation.fingerprint(x, y) != candidate["eval_data"]["fingerprint"]:
+def _candidate_data(registry: Registry, name: str, candidate: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's data config, refused when its test split changed since registration."""
+    from expkit.rebuild import data_fingerprint
+
+    data_cfg = evaluation.load_trained(registry.version_dir(name, candidate["version"]) / MODEL_FILE).config["data"]
+    if data_fingerprint(data_cfg)[0] != candidate["eval_data"]["fingerprint"]:
         raise ConfigError(f"{name} v{candidate['version']}: its test data changed since registration "
                           f"({candidate['eval_data']['data']}); register the run again on the current data.")
-    return x, y
+    return data_cfg
 
 
 def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None = None,
             kpis: list[KPI] | None = None, wandb_log: bool = True, git: bool = False) -> tuple[Judgement, str]:
-    """Give ``stage`` to the version ``spec`` names if it beats the current holder; else raise
-    :class:`PromotionRefused` carrying the comparison. ``git``: also commit ``registry.json`` and put
-    the GTO stage tag on the version's commit (:mod:`expkit.registry.git_artifacts`)."""
-    from expkit.registry.kpis import load_kpis
-
-    kpis = kpis or load_kpis()
+    """Give ``stage`` to the version ``spec`` names if it beats the current holder on the
+    candidate's KPIs (its experiment's, recorded at registration; ``kpis`` overrides them); else
+    raise :class:`PromotionRefused` carrying the comparison. ``git``: also commit
+    ``registry.json`` and put the GTO stage tag on the version's commit
+    (:mod:`expkit.registry.git_artifacts`)."""
     registry = Registry(root)
     name, candidate = registry.find(spec, name)
+    kpis = kpis or kpis_of_entry(candidate)
     if git:  # refuse before judging: not a git+DVC repo, staged files, no version tag
         repo = git_artifacts.open_repo(registry.root, name)
         version_commit = git_artifacts.check_promote(repo, name, candidate["version"], stage)
@@ -271,6 +272,11 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
     if git:
         git_artifacts.commit_and_tag_stage(repo, name, candidate["version"], stage, version_commit, registry.root, event["gto_tag"])
     return judgement, how
+
+
+def kpis_of_entry(entry: dict[str, Any]) -> list[KPI]:
+    """The KPIs a version was registered with (its experiment's)."""
+    return [KPI(**k) for k in entry.get("kpis") or []] or kpis_of({})
 
 
 def _now() -> str:

@@ -1,74 +1,54 @@
 """Evaluate a checkpoint on the test split: ``python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt``.
 
-Model and data configs come from the checkpoint (its training run's resolved config) unless
-given on the command line (``data=wine``); metrics go to ``metrics.json`` in eval's own run dir.
+The module and its datamodule are rebuilt from the config the training run recorded in the
+checkpoint (``expkit.rebuild``), unless given on the command line (``data=wine``: other data of the
+same sizes; ``model=... data=...`` for a checkpoint written outside expkit). Lightning runs the
+module's own ``test_step``: the metrics are whatever it logs. They go to ``metrics.json`` in
+eval's own run directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
+import os
+
 from omegaconf import DictConfig
 
-import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
-from expkit.config import checked_entry_point, validate
-from expkit.paths import config_dir
-from expkit.tasks.common import build_trainer, log, run_job
-
-
-def load_checkpoint(path: str, trust: bool = False) -> dict:
-    """Load an expkit checkpoint without running pickled code unless ``trust`` (see
-    :mod:`expkit.models.checkpoint`)."""
-    from expkit.models.checkpoint import load_checkpoint as load
-
-    return load(path, trust=trust)
+from expkit.config import run_app, validate
+from expkit.tasks.common import log, resolved, run_job
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Test the checkpoint ``cfg.ckpt_path``; every output goes to ``run_dir``."""
-    from hydra.utils import instantiate
-
-    from expkit.errors import IncompatibleModelData
-    from expkit.models import check_model_fits_data
-    from expkit.models.classifier import RUN_CONFIG_KEY
+    from expkit.build import build_trainer
+    from expkit.checkpoints import RunCheckpointIO
+    from expkit.rebuild import rebuild, test_metrics
     from expkit.startup import started
     from expkit.tracking.files import write_metrics
 
     validate(cfg, task="eval")
-    checkpoint = load_checkpoint(cfg.ckpt_path, trust=cfg.get("trust_checkpoint", False))
-    hparams = checkpoint["hyper_parameters"]
-    run_config = checkpoint[RUN_CONFIG_KEY]
-    data_cfg = cfg.data if cfg.get("data") is not None else run_config["data"]
-    model_cfg = cfg.model if cfg.get("model") is not None else run_config["model"]
+    trust = bool(cfg.get("trust_checkpoint", False))
+    rebuilt = rebuild(cfg.ckpt_path, trust=trust, data_cfg=resolved(cfg.data) if cfg.get("data") else None,
+                      model_cfg=resolved(cfg.model) if cfg.get("model") else None)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    datamodule = instantiate(data_cfg)
-    trained_on = (tuple(hparams["input_shape"]), int(hparams["num_classes"]))
-    if (tuple(datamodule.spec.input_shape), datamodule.spec.num_classes) != trained_on:
-        raise IncompatibleModelData(
-            f"checkpoint {cfg.ckpt_path} was trained on input shape {trained_on[0]} with "
-            f"{trained_on[1]} classes and cannot be evaluated on {datamodule.spec.describe()}: "
-            "evaluate it on matching data."
-        )
-    check_model_fits_data(model_cfg, datamodule.spec)
-    model = instantiate(model_cfg, input_shape=trained_on[0], num_classes=trained_on[1], _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
-    datamodule.load_state_dict(checkpoint.get(type(datamodule).__qualname__, {}))
-
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg.trainer, cfg.get("logger"), run_dir, plugins=[RunCheckpointIO(trust=trust)])
     started()  # garbage collection resumes (expkit.startup)
-    metrics = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    metrics = test_metrics(rebuilt, trainer)
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)
         log.info("Test metrics of %s: %s", cfg.ckpt_path, {k: round(float(v), 4) for k, v in metrics.items()})
     return metrics
 
 
-@checked_entry_point("eval")
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> None:
+    """Hydra's task function: the run, recorded."""
     run_job(evaluate, cfg)
+
+
+def main(config_path: str | os.PathLike | None = None) -> None:
+    """``python eval.py [overrides]``: the Hydra app on ``config_path`` (default expkit's ``conf/``)."""
+    run_app("eval", job, config_path)
 
 
 if __name__ == "__main__":

@@ -41,16 +41,63 @@ def recorded_overrides(record: RunRecord, extra: list[str]) -> list[str]:
     return kept + list(extra)
 
 
-def compose_resolved(task: str, overrides: list[str]) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    import expkit.resolvers  # noqa: F401
+def composition_of(record: RunRecord) -> dict[str, Any]:
+    """How the run was composed (``run.json``'s ``composition``): primary config name and
+    directory, ``--config-dir`` directories, ``hydra.searchpath`` overrides. A recorded directory
+    that is gone is refused naming it, except expkit's own ``conf/`` (found in this install)."""
     from expkit.paths import config_dir
 
+    recorded = record.data.get("composition") or {}
+    main = _path(recorded.get("config_path")) or config_dir()
+    if not main.is_dir():
+        if main.name == "conf" and main.parent.name == "expkit":  # expkit's configs, installed elsewhere
+            main = config_dir()
+        else:
+            raise ConfigError(f"{record.run_dir} was composed from {main}, which is gone: restore it (or its checkout) "
+                              "to reproduce the run.")
+    dirs = [_path(d) for d in recorded.get("config_dirs") or []]
+    for directory in dirs:
+        if not directory.is_dir():
+            raise ConfigError(f"{record.run_dir} was composed with --config-dir {directory}, which is gone: restore it "
+                              "to reproduce the run.")
+    return {"config_name": recorded.get("config_name") or record.data.get("task") or "train", "config_path": main,
+            "config_dirs": dirs, "hydra_overrides": list(recorded.get("hydra_overrides") or [])}
+
+
+def _path(source: str | None) -> Path | None:
+    """A config source's directory (``file://...``), ``None`` for a package source or nothing."""
+    if not source or source.startswith("pkg://"):
+        return None
+    return Path(source.removeprefix("file://"))
+
+
+def hydra_arguments(composition: dict[str, Any], overrides: list[str]) -> list[str]:
+    """The command line that composes the run again: ``--config-name``, ``--config-dir``s, the
+    job's overrides and the ``hydra.searchpath`` overrides."""
+    dirs = [arg for d in composition["config_dirs"] for arg in ("--config-dir", str(d))]
+    return ["--config-name", composition["config_name"], *dirs, *overrides, *composition["hydra_overrides"]]
+
+
+def compose_resolved(composition: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The job config composed again (Hydra's compose API on the recorded sources), resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    import expkit.resolvers  # noqa: F401
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name=task, overrides=job_overrides)
+    # --config-dir has no compose-API flag: its directories join the recorded hydra.searchpath.
+    searchpath = [str(p) for o in composition["hydra_overrides"] for p in OverridesParser.create().parse_override(o).value()]
+    searchpath += [f"file://{d.resolve()}" for d in composition["config_dirs"]]
+    extra = [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
+    with initialize_config_dir(config_dir=str(composition["config_path"]), version_base="1.3"):
+        cfg = compose(config_name=composition["config_name"], return_hydra_config=True, overrides=[*job_overrides, *extra])
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves as in the run
+    with open_dict(cfg):
+        del cfg["hydra"]
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -93,17 +140,19 @@ def show_diff(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     Console(stderr=True).print(table)
 
 
-def launch_train(overrides: list[str]) -> None:
+def launch_train(composition: dict[str, Any], overrides: list[str]) -> None:
+    """Run the train entry point on the recorded config sources with ``overrides``."""
     from expkit.tasks.train import main
 
-    sys.argv = ["expkit-train", *overrides]
-    main()
+    sys.argv = ["expkit-train", *hydra_arguments(composition, overrides)]
+    main(config_path=composition["config_path"])
 
 
 def reproduce(run_dir: Path, extra: list[str], allow_differences: bool) -> None:
     record = RunRecord.load(run_dir)
     overrides = recorded_overrides(record, extra)
-    config_changes = dict_diff(record.data["config"], compose_resolved(record.data["task"], overrides))
+    composition = composition_of(record)
+    config_changes = dict_diff(record.data["config"], compose_resolved(composition, overrides))
     env_changes = environment_diff(record)
     if config_changes:
         show_diff(f"Config differs from {run_dir}", config_changes)
@@ -114,7 +163,7 @@ def reproduce(run_dir: Path, extra: list[str], allow_differences: bool) -> None:
             f"{run_dir} cannot be reproduced exactly ({len(config_changes)} config and "
             f"{len(env_changes)} code/data/package differences above); rerun with --allow-differences to run anyway."
         )
-    launch_train(overrides)
+    launch_train(composition, overrides)
 
 
 def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
@@ -122,12 +171,13 @@ def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
     if record.data["status"] == "completed":
         raise ConfigError(f"{run_dir} completed on {record.data['ended_at']}: nothing to resume (expkit reproduce re-runs it).")
     overrides = recorded_overrides(record, extra)
-    changes = dict_diff(record.data["config"], compose_resolved(record.data["task"], overrides))
+    composition = composition_of(record)
+    changes = dict_diff(record.data["config"], compose_resolved(composition, overrides))
     if changes:
         show_diff(f"Resuming {run_dir} with a changed config", changes)
         if not allow_config_change:
             raise ConfigError(f"the config of {run_dir} would change ({len(changes)} keys above); pass --allow-config-change to resume anyway.")
-    launch_train([*overrides, f'hydra.run.dir="{Path(run_dir).resolve()}"'])
+    launch_train(composition, [*overrides, f'hydra.run.dir="{Path(run_dir).resolve()}"'])
 
 
 def main(argv: list[str], command: str) -> None:

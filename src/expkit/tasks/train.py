@@ -1,8 +1,9 @@
 """Train a model: ``python train.py model=cnn data=digits trainer.max_epochs=20``.
 
-compose (Hydra) -> seed -> data spec -> check model fits data -> build model, trainer, loggers,
-callbacks -> fit (resuming from the run directory's last checkpoint if it has one) -> validate and
-test the best checkpoint -> write metrics.json and the learning curves.
+check the config -> seed -> build the datamodule and the model (sized from the data when both
+opt in, ``expkit.build``) -> callbacks, loggers, trainer -> fit (resuming from the run directory's
+last checkpoint if it has one) -> validate and test the best checkpoint -> metrics.json and the
+learning curves. Any ``LightningModule`` and ``LightningDataModule`` named by ``_target_`` work.
 Returns the monitored metric, so Hydra sweepers can optimize it.
 """
 
@@ -10,40 +11,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
+import os
+
 from omegaconf import DictConfig
 
-import expkit.resolvers  # noqa: F401  (registers the run-directory resolver before Hydra composes)
-from expkit.config import checked_entry_point, validate
-from expkit.paths import config_dir
-from expkit.tasks.common import (
-    build_callbacks,
-    build_trainer,
-    log,
-    logs_to_wandb,
-    process_rank,
-    resolved,
-    run_job,
-)
+from expkit.config import run_app, validate
+from expkit.tasks.common import log, process_rank, resolved, run_job
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data`` and test it; every output goes to ``run_dir``."""
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
-    from expkit.models import build_model
-    from expkit.models.checkpoint import load_checkpoint
+    from expkit.build import build_callbacks, build_datamodule, build_model, build_trainer, data_sizes, describe_data, logs_to_wandb
+    from expkit.callbacks import CheckMonitoredMetric
+    from expkit.checkpoints import RunCheckpointIO, load_checkpoint
     from expkit.reproducibility import EpochSeeder
     from expkit.startup import started
-    from expkit.tracking.data_version import describe_data_version, write_data_version
+    from expkit.tracking.data_version import data_files, describe_data_version, write_data_version
     from expkit.tracking.files import resumable_checkpoint, write_metrics, write_resolved_config
     from expkit.tracking.history import EpochHistory
     from expkit.tracking.plots import plot_learning_curves
     from expkit.tracking.record import note_run
     from expkit.tracking.wandb import start_service_in_background
 
-    validate(cfg, task="train")  # fail before launch: every bad input, one clear error (issue 6)
+    validate(cfg, task="train")  # fail before launch: every bad input, one clear error
     if process_rank() == 0 and logs_to_wandb(cfg.get("logger")):
         start_service_in_background()  # W&B's service starts while the data and model are built
     config = resolved(cfg)
@@ -51,20 +43,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    spec = datamodule.spec
-    log.info("Training %s on %s", cfg.model.net._target_, spec.describe())
-    model = build_model(cfg.model, spec)
-    model.run_config = config
+    datamodule = build_datamodule(cfg.data)
+    sizes = data_sizes(datamodule)
+    data = describe_data(datamodule, sizes)
+    model = build_model(cfg.model, sizes, data)
+    log.info("Training %s on %s", cfg.model._target_, data)
 
-    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    callbacks = [CheckMonitoredMetric(cfg.monitor.metric), *build_callbacks(cfg.get("callbacks"), run_dir)]
     if not any(isinstance(c, EpochHistory) for c in callbacks):
         callbacks.append(EpochHistory())  # learning curves belong to every run's record
     if cfg.seed is not None:
         callbacks.append(EpochSeeder(cfg.seed))  # a resumed run repeats the uninterrupted one
-    trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
+    trust = bool(cfg.get("trust_checkpoint", False))
+    # Every checkpoint carries the run's config and the data's sizes: eval, predict and the
+    # registry rebuild the model from the checkpoint alone (expkit.checkpoints).
+    checkpoint_io = RunCheckpointIO({"config": config, "sizes": sizes}, trust=trust)
+    trainer = build_trainer(cfg.trainer, cfg.get("logger"), run_dir, callbacks, plugins=[checkpoint_io])
     # The DVC hash of the files the data comes from ties this run to its data version.
-    data_version = describe_data_version(datamodule.data_files(), spec.name)
+    data_version = describe_data_version(data_files(datamodule), getattr(datamodule, "name", None))
     if trainer.is_global_zero:
         write_resolved_config(run_dir, config)
         write_data_version(run_dir, data_version)
@@ -79,18 +75,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ckpt_path = cfg.get("ckpt_path") or resumable_checkpoint(run_dir)
     if ckpt_path:
         if not cfg.get("ckpt_path"):  # validation checked ckpt_path; a kill may have truncated this one
-            load_checkpoint(ckpt_path, trust=cfg.get("trust_checkpoint", False), key="checkpoints/last.ckpt")
+            load_checkpoint(ckpt_path, trust=trust, key="checkpoints/last.ckpt")
         log.info("Resuming from %s", ckpt_path)
     started()  # the run's long-lived objects exist: garbage collection resumes (expkit.startup)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.get("trust_checkpoint", False))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     # Validate and test the best checkpoint (the current weights when none was kept).
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt_path = best or None
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
-    if cfg.test:
+    if has_stage(model, datamodule, "validation"):
+        metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    if cfg.test and has_stage(model, datamodule, "test"):
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    checkpointing = trainer.checkpoint_callback
+    if cfg.monitor.metric not in metrics and checkpointing and checkpointing.monitor == cfg.monitor.metric \
+            and checkpointing.best_model_score is not None:  # a training metric: its best value
+        metrics[cfg.monitor.metric] = float(checkpointing.best_model_score)
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)
         plot_learning_curves(run_dir)
@@ -98,12 +99,27 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-@checked_entry_point("train")  # a bad override exits 2 with a did-you-mean, before Hydra runs
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def has_stage(model, datamodule, stage: str) -> bool:
+    """Whether the module has a ``<stage>_step`` and the datamodule a ``<stage>`` dataloader
+    (``stage``: ``validation``, ``test``, ``predict``); training without one is allowed."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    loader = "val_dataloader" if stage == "validation" else f"{stage}_dataloader"
+    return is_overridden(f"{stage}_step", model) and (is_overridden(loader, datamodule) or is_overridden(loader, model))
+
+
+def job(cfg: DictConfig) -> float | None:
+    """Hydra's task function: the run, recorded; returns the monitored metric (what sweepers optimize)."""
     metrics = run_job(train, cfg)
     value = metrics.get(cfg.monitor.metric)
     return None if value is None else float(value)
+
+
+def main(config_path: str | os.PathLike | None = None, config_name: str = "train") -> float | None:
+    """``python train.py [overrides]``: the Hydra app on ``config_path`` (default expkit's ``conf/``;
+    a research repo passes its own ``conf/``, which extends expkit's configs) with primary config
+    ``config_name``."""
+    return run_app(config_name, job, config_path)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 
 from expkit.tracking.record import RUN_RECORD_FILE, RunRecord
 
-KEY_METRICS = ("val/loss", "val/acc", "test/loss", "test/acc")
+MAX_METRIC_COLUMNS = 8  # `expkit runs --metric NAME` picks others
 
 
 def find_runs(root: Path) -> list[RunRecord]:
@@ -44,32 +44,79 @@ def duration(record: RunRecord) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def typed(text: str) -> Any:
+    """A ``--where`` value as the YAML/Hydra value it spells: ``2e-3`` and ``0.002`` are the same
+    number, ``true``/``null`` a boolean and null; anything else stays text."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as text
+        except ValueError:
+            return value
+    return value
+
+
+def same_value(recorded: Any, wanted: Any) -> bool:
+    """Equal by value: numbers numerically (``2e-3 == 0.002``), booleans and null by identity."""
+    import math
+
+    if isinstance(recorded, bool) or isinstance(wanted, bool) or recorded is None or wanted is None:
+        return recorded is wanted or (isinstance(recorded, bool) and isinstance(wanted, bool) and recorded == wanted)
+    if isinstance(recorded, (int, float)) and isinstance(wanted, (int, float)):
+        return math.isclose(recorded, wanted, rel_tol=1e-9, abs_tol=0.0)
+    if isinstance(recorded, (list, tuple)) and isinstance(wanted, (list, tuple)):
+        return len(recorded) == len(wanted) and all(same_value(a, b) for a, b in zip(recorded, wanted, strict=True))
+    return str(recorded) == str(wanted)
+
+
 def matches(record: RunRecord, where: list[str]) -> bool:
+    """Whether the run's config key (or ``status``, ``task``) has each ``KEY=VALUE`` of ``where``,
+    compared by value (:func:`same_value`), or the run was launched with that exact override."""
     from expkit.tasks.rerun import flatten
 
     flat = flatten({**record.data.get("config", {}), "status": record.data.get("status"), "task": record.data.get("task")})
     for condition in where:
         key, _, value = condition.partition("=")
-        if str(flat.get(key)) != value and not any(o == condition for o in record.data.get("overrides", [])):
+        if key in flat and same_value(flat[key], typed(value)):
+            continue
+        if not any(o == condition for o in record.data.get("overrides", [])):
             return False
     return True
 
 
-def runs_table(records: list[RunRecord], root: Path):
+def metric_columns(records: list[RunRecord], chosen: list[str] | None = None) -> list[str]:
+    """The metric columns of a runs table: ``chosen``, else every run's monitored metric first,
+    then the other recorded metrics (validation, test, the rest), at most MAX_METRIC_COLUMNS."""
+    if chosen:
+        return list(chosen)
+    monitored = [((r.data.get("config") or {}).get("monitor") or {}).get("metric") for r in records]
+    recorded = [k for r in records for k in (r.data.get("metrics") or {})]
+    order = {"val": 0, "test": 1}
+    rest = sorted(set(recorded), key=lambda k: (order.get(k.split("/", 1)[0], 2), k))
+    return list(dict.fromkeys(m for m in [*monitored, *rest] if m and m in recorded))[:MAX_METRIC_COLUMNS]
+
+
+def runs_table(records: list[RunRecord], root: Path, metrics: list[str] | None = None):
     from rich.table import Table
 
+    columns = metric_columns(records, metrics)
     table = Table(title=f"{len(records)} run(s) under {root}")
-    for column in ("run", "task", "overrides", "status", *KEY_METRICS, "duration"):
+    for column in ("run", "task", "overrides", "status", *columns, "duration"):
         table.add_column(column, overflow="fold")
     for record in records:
-        metrics: dict[str, Any] = record.data.get("metrics") or {}
+        values: dict[str, Any] = record.data.get("metrics") or {}
         try:
             name = str(record.run_dir.relative_to(root))
         except ValueError:
             name = str(record.run_dir)
         table.add_row(
             name, record.data.get("task", "?"), " ".join(record.data.get("overrides") or []) or "(defaults)",
-            status_of(record), *(f"{metrics[k]:.4f}" if metrics.get(k) is not None else "-" for k in KEY_METRICS),
+            status_of(record), *(f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns),
             duration(record),
         )
     return table
@@ -99,11 +146,16 @@ def compare_tables(a: RunRecord, b: RunRecord):
 
 
 def kpi_table(a: RunRecord, b: RunRecord):
-    """Run ``b`` judged against run ``a`` on the KPIs of conf/train.yaml, with promotion's rule
-    (:mod:`expkit.registry.kpis`), on their recorded metrics (promotion re-checks on one test set)."""
-    from expkit.registry.kpis import judge, judgement_table, load_kpis
+    """Run ``b`` judged against run ``a`` on ``b``'s KPIs (its experiment's, :func:`kpis_of`) with
+    promotion's rule (:mod:`expkit.registry.kpis`), on their recorded metrics (promotion re-checks
+    on one test set); ``None`` when neither run recorded any KPI metric."""
+    from expkit.registry.kpis import judge, judgement_table, kpis_of
 
-    judgement = judge(load_kpis(), b.data.get("metrics") or {}, a.data.get("metrics") or {}, require_all=False)
+    kpis = kpis_of(b.data.get("config") or {})
+    recorded = {**(a.data.get("metrics") or {}), **(b.data.get("metrics") or {})}
+    if not any(k.metric in recorded for k in kpis):
+        return None
+    judgement = judge(kpis, b.data.get("metrics") or {}, a.data.get("metrics") or {}, require_all=False)
     return judgement_table(judgement, b.run_dir.name, a.run_dir.name, title="KPIs, recorded metrics")
 
 
@@ -115,16 +167,19 @@ def main(argv: list[str], command: str) -> None:
         parser = argparse.ArgumentParser(prog="expkit runs", description="List runs, newest first.")
         parser.add_argument("path", nargs="?", type=Path, default=Path("logs"), help="where to look (default: logs)")
         parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                            help="keep runs whose config key (e.g. model.net._target_, data.batch_size, status) has VALUE, or whose overrides include KEY=VALUE; repeatable")
+                            help="keep runs whose config key (e.g. model._target_, data.batch_size, status) has VALUE "
+                            "(numbers compared as numbers: 2e-3 = 0.002), or whose overrides include KEY=VALUE; repeatable")
         parser.add_argument("--status", help="keep runs with this status (completed, failed, running)")
         parser.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+        parser.add_argument("--metric", action="append", metavar="NAME",
+                            help="metric columns to show (repeatable; default: the monitored metric, then the others)")
         args = parser.parse_args(argv)
         if not args.path.exists():
             print(f"error: {args.path}: no such directory (runs are under paths.log_dir, default logs/).", file=sys.stderr)
             sys.exit(2)
         where = args.where + ([f"status={args.status}"] if args.status else [])
         records = [r for r in find_runs(args.path) if matches(r, where)][: args.limit]
-        console.print(runs_table(records, args.path))
+        console.print(runs_table(records, args.path, args.metric))
     else:
         parser = argparse.ArgumentParser(prog="expkit compare", description="Config and metric differences of two runs.")
         parser.add_argument("run_a", type=Path)
@@ -137,4 +192,6 @@ def main(argv: list[str], command: str) -> None:
             sys.exit(2)
         for table in tables:
             console.print(table)
-        console.print(kpi_table(RunRecord.load(args.run_a), RunRecord.load(args.run_b)))
+        kpis = kpi_table(RunRecord.load(args.run_a), RunRecord.load(args.run_b))
+        if kpis is not None:
+            console.print(kpis)

@@ -74,11 +74,20 @@ def describe_path(path: Path, root: Path | None) -> dict[str, Any]:
     return entry
 
 
-def describe_data_version(paths: list[Path], data_name: str, root: Path | None = None) -> dict[str, Any]:
-    """What a run records about its data; ``sources`` is empty for generated or bundled data."""
+def data_files(datamodule: Any) -> list[Path]:
+    """The files or folders ``datamodule`` reads, from its optional ``data_files()`` method (see
+    ``expkit.build``): ``[]`` for a datamodule without one (its data version is not recorded)."""
+    method = getattr(datamodule, "data_files", None)
+    return [Path(p) for p in method()] if callable(method) else []
+
+
+def describe_data_version(paths: list[Path], data_name: str | None, root: Path | None = None) -> dict[str, Any]:
+    """What a run records about its data; ``sources`` is empty for generated or bundled data, and
+    for a datamodule that does not say which files it reads."""
     root = root or find_dvc_root()
     if not paths:
-        return {"data": data_name, "sources": [], "note": f"{NOT_TRACKED}: generated or bundled data, no files read"}
+        return {"data": data_name, "sources": [],
+                "note": f"{NOT_TRACKED}: no files named (generated or bundled data, or a datamodule without data_files())"}
     return {"data": data_name, "sources": [describe_path(p, root) for p in paths]}
 
 

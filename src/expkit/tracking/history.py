@@ -13,8 +13,9 @@ HISTORY_FILE = "history.csv"
 
 
 class EpochHistory(pl.Callback):
-    """After every training epoch (validation included), append the epoch's ``train/*`` and
-    ``val/*`` metrics as one row of ``<run dir>/history.csv`` (the trainer's ``default_root_dir``).
+    """After every training epoch (validation included), append every scalar metric the module
+    has logged by then (``trainer.callback_metrics``: ``train/loss``, ``val/mse``, ...) as one row
+    of ``<run dir>/history.csv`` (the trainer's ``default_root_dir``).
 
     The file is rewritten whole each epoch, so an interrupted run leaves a complete table.
 
@@ -39,7 +40,7 @@ class EpochHistory(pl.Callback):
         metrics = {
             key: to_number(value)
             for key, value in sorted(trainer.callback_metrics.items())
-            if key.startswith(("train/", "val/"))
+            if getattr(value, "numel", lambda: 1)() == 1
         }
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics})
         columns = list(dict.fromkeys(key for row in self.rows for key in row))

@@ -133,7 +133,8 @@ class RunRecord:
             raise ConfigError(f"{run_dir} has no {RUN_RECORD_FILE}: it is not an expkit run directory.") from None
 
     @classmethod
-    def start(cls, run_dir: Path, config: dict[str, Any], overrides: list[str], task: str) -> RunRecord:
+    def start(cls, run_dir: Path, config: dict[str, Any], overrides: list[str], task: str,
+              composition: dict[str, Any] | None = None) -> RunRecord:
         """Create the record, or append a segment when the directory already holds one (resume)."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,7 @@ class RunRecord:
                 "run_dir": str(run_dir.resolve()),
                 "command": list(sys.argv),
                 "overrides": list(overrides),
+                "composition": composition,
                 "seed": config.get("seed"),
                 "config": redact(config),
                 "git": git_state(),

@@ -1,0 +1,1 @@
+"""expkit's config tree (package data): ``hydra.searchpath=[pkg://expkit.conf]``."""

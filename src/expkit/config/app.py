@@ -1,0 +1,121 @@
+"""expkit's entry points are plain Hydra apps; this adds one-line explanations to Hydra's errors.
+
+Hydra parses the command line (every flag: ``--config-dir/-cd``, ``--config-name/-cn``,
+``--config-path/-cp``, ``--cfg``, ``--info``, ``-m``, ...) and composes the config, exactly as a
+bare Hydra 1.3 app with the same ``conf/`` does: nothing valid is refused. When Hydra's
+composition fails, the failure is explained in one line with a did-you-mean
+(:func:`expkit.config.compose.explain_composition_error`, which composes variants with the app's
+own config loader, so the configs of ``--config-dir`` and ``hydra.searchpath`` are seen), exit
+code 2. ``HYDRA_FULL_ERROR=1`` shows Hydra's own traceback instead.
+
+Inside the app, :func:`check_choices` refuses what Hydra silently accepts: an option of an
+``optional`` group that does not exist (``experiment=digits_cnnn``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from expkit.errors import ConfigError, exit_with, full_error
+
+_task_started = False  # set when Hydra calls the task function: later errors are the task's
+
+
+def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: str | os.PathLike | None = None) -> Any:
+    """Run ``task_function`` as a Hydra app on ``config_path`` (default: expkit's ``conf/``; a
+    research repo passes its own ``conf/``, which expkit's configs extend through
+    ``hydra_plugins.expkit_searchpath``) with primary config ``config_name``.
+
+    Garbage collection is paused during start-up (``expkit.startup``) for a single run.
+    """
+    import hydra
+
+    import expkit.resolvers  # noqa: F401  (conf/hydra uses them)
+    from expkit.paths import config_dir
+    from expkit.startup import paused_collection
+
+    global _task_started
+    path = str(Path(config_path).resolve()) if config_path else str(config_dir())
+
+    def task(cfg: Any) -> Any:
+        global _task_started
+        _task_started = True
+        return task_function(cfg)
+
+    task.__module__, task.__qualname__ = task_function.__module__, task_function.__qualname__  # Hydra's job name
+    app = hydra.main(version_base="1.3", config_path=path, config_name=config_name)(task)
+    saved = {key: os.environ.get(key) for key in ("EXPKIT_FULL_ERROR", "HYDRA_FULL_ERROR")}
+    os.environ["EXPKIT_FULL_ERROR"] = "1" if full_error() else "0"  # the user's choice, for child processes too
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, and they are explained below
+    _task_started = False
+    multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
+    try:
+        if multirun:  # the sweep's process lives as long as the sweep: collect as usual
+            return app()
+        with paused_collection():
+            return app()
+    except Exception as exc:
+        if _task_started:
+            raise
+        explained = explain(exc, config_name)
+        if explained is None:
+            raise
+        if full_error():  # Hydra's traceback, then the explanation
+            raise explained from exc
+        exit_with(explained)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def explain(exc: Exception, config_name: str) -> ConfigError | None:
+    """A one-line :class:`ConfigError` for Hydra's failure ``exc`` to parse or compose this process's
+    command line, or ``None`` when it is not such a failure."""
+    import yaml
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from expkit.config.compose import check_group_options, explain_composition_error, group_options, parse_overrides
+    from expkit.config.suggest import did_you_mean
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
+        return None
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    config_name = args.config_name or config_name
+    try:
+        parse_overrides(args.overrides)
+        check_group_options(args.overrides, config_name)  # model=cnnn: the options, a did-you-mean
+    except ConfigError as found:
+        return found
+    except Exception:  # noqa: BLE001 - the composition below explains it
+        pass
+    if isinstance(exc, OverrideParseException):
+        return ConfigError(f"the command line does not parse: {(str(exc).splitlines() or [''])[0]}")
+    if "Cannot find primary config" in str(exc):
+        configs = [c for c in group_options("") if not c.startswith("_")]
+        return ConfigError(f"--config-name {config_name}: no such primary config.{did_you_mean(config_name, configs)} "
+                           f"Primary configs: {', '.join(configs)}.")
+    if isinstance(exc, yaml.YAMLError) or "while parsing" in str(exc) or "while scanning" in str(exc):
+        return ConfigError(f"a config file does not load: {' '.join(str(exc).split())[:400]}")
+    try:
+        return explain_composition_error(exc, args.overrides, config_name)
+    except Exception:  # noqa: BLE001 - explaining must never hide Hydra's own message
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return ConfigError(f"the config does not compose: {first}")
+
+
+def check_choices(overrides: list[str]) -> None:
+    """Refuse a ``group=option`` whose option does not exist, which Hydra silently ignores for an
+    ``optional`` group (``experiment=digits_cnnn``). Runs inside the app, on its config loader, so
+    options from ``--config-dir`` and ``hydra.searchpath`` count."""
+    from expkit.config.compose import check_group_options
+
+    check_group_options(overrides)
