@@ -106,7 +106,7 @@ def test_run_directories_unique_under_concurrent_starts(tmp_path):
 
 def test_help_lists_groups_and_cfg_job_stays_light(tmp_path):
     help_text = run_cli("train.py", "--help", cwd=tmp_path).stdout
-    for line in ("model: cnn, mlp, transformer", "data: digits, files, mnist, synthetic, wine",
+    for line in ("model: char_lm, cnn, mlp, regressor, transformer", "data: diabetes, digits, files, mnist, synthetic, text, wine",
                  "trainer: cpu, ddp, ddp_cpu, default, gpu", "logger: csv, none, tensorboard, wandb"):
         assert line in help_text
     for flags, expected in ((["--cfg", "job"], "model:"), (["--help"], "== Configuration groups ==")):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from expkit.registry import evaluation
-from expkit.registry.kpis import KPI, judge, load_kpis, parse_kpis
+from expkit.registry.kpis import KPI, judge, kpis_of, parse_kpis
 from expkit.registry.store import PromotionRefused, Registry, promote, register
 from expkit.tracking.wandb_log import find_run_logs, iter_record_bytes
 from tests.conftest import ROOT, compose_config, run_cli, train_side_by_side
@@ -135,11 +135,15 @@ def test_compare_judges_on_the_kpis(work):
 def test_export_matches_the_lightning_model(work, run, tmp_path):
     out = expkit(work["root"], "export", str(work[run]), "--out", str(tmp_path)).stdout
     assert out.count("100% same predictions") == 2
-    trained = evaluation.load_trained(work[run])
-    x, _ = evaluation.raw_splits(trained.run_config["data"])["test"]
-    reference = trained.logits(x)
     import onnxruntime
     import torch
+
+    from expkit.registry.export import export_inputs, exportable
+
+    trained = evaluation.load_trained(work[run])
+    x = export_inputs(trained)  # raw features of the test split
+    with torch.no_grad():
+        reference = exportable(trained)(torch.as_tensor(x)).numpy()
 
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
     onnx_logits = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
@@ -160,8 +164,13 @@ def test_predict_a_table_without_labels(work):
     predictions = pd.read_csv(root / "predictions.csv")
     assert len(predictions) == len(table) and set(predictions.prediction) <= {"ash", "birch", "cedar"}
     # the same preprocessing as training: the checkpoint's statistics, the recorded columns
+    import torch
+
+    from expkit.registry.export import exportable
+
     trained = evaluation.load_trained(work["table"] / "checkpoints" / "last.ckpt")
-    expected = trained.logits(table[["a", "b", "c", "d"]].to_numpy(np.float32)).argmax(axis=1)
+    with torch.no_grad():  # the model on the raw features, the training statistics in front
+        expected = exportable(trained)(torch.as_tensor(table[["a", "b", "c", "d"]].to_numpy(np.float32))).argmax(dim=1).numpy()
     np.testing.assert_array_equal(predictions.class_index.to_numpy(), expected)
     assert (predictions.prediction == table.species).mean() > 0.6
     assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
@@ -183,7 +192,7 @@ def test_predict_refuses_inputs_of_another_shape(work):
     proc = run_cli("predict.py", f"ckpt_path={work['table']}/checkpoints/last.ckpt", "data=files",
                    f"data.path={work['root'] / 'five_features.npz'}", "hydra.run.dir=logs/predict_bad",
                    cwd=work["root"], check=False)
-    assert proc.returncode == 3 and "trained on (4,)" in proc.stderr
+    assert proc.returncode == 3 and "trained on input_shape (4,)" in proc.stderr
 
 
 # -- new data: dvc repro, report, drift, promotion against production ---------------------------
@@ -254,8 +263,13 @@ def test_new_data_version_retrain_report_drift_promote(tmp_path):
 
 
 def test_kpis_follow_the_config_overrides():
-    kpis = load_kpis(["kpis.accuracy.at_least=0.99"])
+    from omegaconf import OmegaConf
+
+    kpis = kpis_of(OmegaConf.to_container(compose_config(["kpis.accuracy.at_least=0.99"]), resolve=True))
     assert kpis[0].at_least == 0.99
+    regression = kpis_of(OmegaConf.to_container(compose_config(["experiment=diabetes_regression"]), resolve=True))
+    assert "test/acc" not in {k.metric for k in regression}  # the experiment's KPIs, not a classifier's
+    assert kpis_of({"monitor": {"metric": "val/mse", "mode": "min"}})[0].metric == "test/mse"  # none declared
 
 
 def test_drift_flags_only_the_features_that_moved():

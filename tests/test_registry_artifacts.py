@@ -80,7 +80,8 @@ def test_versions_and_stages_with_dvc_artifacts_get(runs, tmp_path):
     assert git(repo, "status", "--porcelain").split() == ["??", "notes.txt"]  # only expkit's files committed
     assert git(repo, "log", "-1", "--format=%s", "digits@v1.0.0").startswith("Register digits v1 (digits@v1.0.0)")
     assert set(git(repo, "show", "--name-only", "--format=", "digits@v1.0.0^{commit}").split()) == {
-        "dvc.yaml", "registry/registry.json", "registry/digits/v1.dvc", "registry/digits/.gitignore"}
+        "dvc.yaml", "registry/registry.json", "registry/digits/v1.dvc", "registry/digits/.gitignore",
+        "registry/.gitignore"}  # it keeps the registry's lock file (and W&B's local runs) out of git
     assert Registry(registry_root).model("digits")["stages"] == {"production": 1}
 
     # dvc.yaml: the user's comment and stage kept; the artifact entry at each version's commit.

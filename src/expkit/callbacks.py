@@ -193,3 +193,103 @@ class CheckMonitoredMetric(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.found and (self._validated or not trainer.num_val_batches or not sum(trainer.num_val_batches)):
             self._check(trainer, final=True)
+
+
+class StopSignals:
+    """Process-wide record of a SIGTERM or SIGINT (Ctrl-C) asking the run to stop.
+
+    ``install()`` (main thread only; idempotent) replaces the handlers with one that only records
+    the signal and puts the previous handler back, so a second signal of the same kind is handled
+    as before (Python's KeyboardInterrupt, Lightning's or the default). The run's task
+    (``expkit.tasks.common.run_job``) installs it for the whole job, so a signal during start-up
+    is seen too; :class:`SaveOnSignal` acts on it at a step boundary.
+    """
+
+    NAMES = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.received = signum
+        signal.signal(signum, self._previous.pop(signum, signal.SIG_DFL))
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.NAMES:
+            number = getattr(signal, name)
+            if signal.getsignal(number) != self._handle:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number, handler in list(self._previous.items()):
+            if signal.getsignal(number) == self._handle:
+                signal.signal(number, handler)
+        self._previous.clear()
+        self.received = None
+
+
+STOP_SIGNALS = StopSignals()
+
+
+class SaveOnSignal(pl.Callback):
+    """Stop training cleanly on SIGTERM or SIGINT (Ctrl-C): finish the current step, save
+    ``<run dir>/checkpoints/last.ckpt`` and raise :class:`~expkit.errors.Interrupted`; the run is
+    recorded ``interrupted``, W&B is finished, and the process exits with 128 + the signal's number
+    (143, 130). ``expkit resume`` continues it from that checkpoint. A signal before training
+    starts stops the run there (nothing to save); a second signal is handled as without expkit
+    (:class:`StopSignals`). The reference behaviour is NVIDIA NeMo's ``PreemptionCallback``;
+    SLURM's pre-timeout signal is submitit's to handle (``launcher=slurm`` requeues the job, which
+    resumes from ``last.ckpt``).
+
+    Under DDP the ranks agree every ``sync_every_n_steps`` steps (one small all-reduce), so they
+    stop together; a single process checks every step (no device work).
+
+    Args:
+        sync_every_n_steps: how often DDP ranks agree on whether a signal arrived.
+    """
+
+    def __init__(self, sync_every_n_steps: int = 10) -> None:
+        self.sync_every_n_steps = sync_every_n_steps
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        STOP_SIGNALS.install()
+        if STOP_SIGNALS.received is not None and trainer.world_size == 1:
+            self._stop(trainer, STOP_SIGNALS.received, save=False)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        received = STOP_SIGNALS.received
+        if trainer.world_size > 1:
+            if (trainer.global_step % self.sync_every_n_steps) != 0:
+                return
+            flag = torch.tensor(float(received or 0), device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max").item()) or None
+        if received is not None:
+            self._stop(trainer, received, save=True)
+
+    def _stop(self, trainer: pl.Trainer, signum: int, save: bool) -> None:
+        import signal
+        from pathlib import Path
+
+        from expkit.errors import Interrupted
+        from expkit.tracking.files import CHECKPOINT_DIR
+
+        path = Path(trainer.default_root_dir) / CHECKPOINT_DIR / "last.ckpt"
+        if save:
+            trainer.save_checkpoint(path)
+        where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
+        raise Interrupted(f"stopped by {signal.Signals(signum).name} at {where}"
+                          + (f"; the latest state is in {path}: `expkit resume {trainer.default_root_dir}` continues the run."
+                             if save else " before training started."), signum)

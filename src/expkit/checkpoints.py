@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,12 @@ class RunCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)  # frees the space the partial file took: the run record can still be written
+            full = shutil.disk_usage(path.parent).free < (1 << 20)
+            reason = "No space left on device" if full else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise OSError(f"{path}: the checkpoint could not be written ({reason}); the previous {path.name}, if any, is "
+                          "intact and `expkit resume` continues from it once there is room.") from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

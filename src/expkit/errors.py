@@ -1,7 +1,8 @@
 """Errors expkit raises for bad input: each names the key, the value and the fix.
 
 Exit codes: 2 the configuration cannot work (nothing ran), 3 data or a checkpoint is missing or
-unreadable, 1 the run failed while running (e.g. a non-finite loss).
+unreadable, 1 the run failed while running (e.g. a non-finite loss), 128 + N stopped by signal N
+after saving its state (143 SIGTERM, 130 Ctrl-C).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class DataError(ExpkitError):
     """Data (or a checkpoint) is missing or unreadable."""
 
     exit_code = 3
+
+
+class Interrupted(ExpkitError):
+    """The run was stopped by a signal (SIGTERM, Ctrl-C) after saving its latest state; ``expkit
+    resume`` continues it. Exit code 128 + the signal's number (143 for SIGTERM, 130 for SIGINT),
+    as a shell reports a process ended by that signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 class NonFiniteLoss(ExpkitError):

@@ -25,18 +25,21 @@ PREDICTIONS_FILE = "predictions.csv"
 
 
 def best_checkpoint(checkpoint_dir: Path) -> Path:
-    """The checkpoint ModelCheckpoint ranked best (recorded in ``last.ckpt``), else ``last.ckpt``."""
-    import torch
+    """The checkpoint the monitoring ModelCheckpoint ranked best (its state is in ``last.ckpt``),
+    in ``checkpoint_dir`` itself (a moved run keeps its old absolute paths there); else
+    ``last.ckpt``."""
+    from expkit.checkpoints import load_checkpoint
 
     last = checkpoint_dir / "last.ckpt"
     if not last.is_file():
         raise DataError(
             f"{last} not found: run the training stage first (`dvc repro train`) with callbacks "
-            "that keep checkpoints (callbacks.model_checkpoint.save_last: true)."
+            "that keep checkpoints (callbacks.last_checkpoint)."
         )
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = load_checkpoint(str(last), key=str(last))
     for key, value in (state.get("callbacks") or {}).items():
-        best = value.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+        monitored = key.startswith("ModelCheckpoint") and isinstance(value, dict) and value.get("monitor")
+        best = value.get("best_model_path") if monitored else None
         if best and (checkpoint_dir / Path(best).name).is_file():
             return checkpoint_dir / Path(best).name
     return last

@@ -178,11 +178,11 @@ def drift_cmd(argv: list[str]) -> None:
     reference = json.loads((version_dir / TRAIN_STATS_FILE).read_text())
     path = Path(args.data)
     if path.is_dir() and (path / "checkpoints").is_dir() or path.suffix == ".ckpt":
-        stats = evaluation.feature_stats(evaluation.load_trained(path))
+        stats = evaluation.input_stats(evaluation.load_trained(path))
     else:  # a file of inputs, read as the production model's data was (predict.py's reading)
         recorded = evaluation.load_trained(version_dir / MODEL_FILE).config["data"]
         data_cfg = data_config(recorded, {"_target_": FILES_TARGET}, False, {"path": str(path)})
-        stats = evaluation.feature_stats(data_cfg, stage="predict")
+        stats = evaluation.input_stats(data_cfg, stage="predict")
     result = drift(reference, stats, args.threshold, stats.get("names"))
     _console().print(drift_table(result))
 

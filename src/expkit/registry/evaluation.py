@@ -138,10 +138,17 @@ def evaluate(rebuilt: Rebuilt) -> Evaluation:
     return Evaluation(metrics, per_class_metrics(rebuilt), fingerprint, samples)
 
 
-def feature_stats(rebuilt_or_data: Rebuilt | Mapping, stage: str = "train") -> dict[str, Any]:
-    """Per-feature mean and standard deviation of a split's inputs (each batch's first tensor,
-    samples first, features flattened), from a fresh datamodule of the data config with its
-    ``standardize`` switch off, if it has one: the raw inputs, as drift compares them."""
+def feature_stats(x: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
+    """Per-feature mean and standard deviation of ``x`` (samples first, features flattened)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return {"samples": int(len(flat)), "mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist(),
+            **({"names": list(names)} if names and len(names) == flat.shape[1] else {})}
+
+
+def input_stats(rebuilt_or_data: Rebuilt | Mapping, stage: str = "train") -> dict[str, Any]:
+    """:func:`feature_stats` of a split's inputs (each batch's first tensor), from a fresh
+    datamodule of the data config with its ``standardize`` switch off, if it has one: the raw
+    inputs, as drift compares them."""
     from expkit.build import build_datamodule
 
     from hydra.utils import get_object
@@ -156,7 +163,5 @@ def feature_stats(rebuilt_or_data: Rebuilt | Mapping, stage: str = "train") -> d
     parts = [p for p in parts if p.ndim]
     if not parts:
         raise DataError(f"the {stage} split of data {data_cfg.get('_target_')} is empty: no statistics to compare.")
-    flat = np.concatenate([p.reshape(len(p), -1) for p in parts]).astype(np.float64)
-    names = getattr(datamodule, "features", None)  # a table's columns name its features
-    return {"samples": int(len(flat)), "mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist(),
-            **({"names": list(names)} if names and len(names) == flat.shape[1] else {})}
+    # A table's columns name its features.
+    return feature_stats(np.concatenate([p.reshape(len(p), -1) for p in parts]), getattr(datamodule, "features", None))

@@ -37,7 +37,7 @@ def build_report(run: str | Path, name: str, stage: str = "production", root: Pa
         reference_stats = json.loads((version_dir / TRAIN_STATS_FILE).read_text())
         report.update(production_version=holder["version"], production_metrics=production.metrics,
                       production_per_class=production.per_class)
-        report["drift"] = drift(reference_stats, evaluation.feature_stats(candidate), threshold)
+        report["drift"] = drift(reference_stats, evaluation.input_stats(candidate), threshold)
     judgement = judge(kpis, new.metrics, report.get("production_metrics"))
     report["promotion"] = {"would_pass": judgement.passed, "summary": judgement.summary("new model", f"{name}@{stage}"),
                            "reasons": judgement.reasons}

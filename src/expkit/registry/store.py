@@ -20,10 +20,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from expkit.errors import ConfigError, ExpkitError
+from expkit.errors import ConfigError, DataError, ExpkitError
 from expkit.registry import evaluation, git_artifacts
 from expkit.registry.kpis import KPI, Judgement, judge, kpis_of
 
@@ -40,19 +42,55 @@ class PromotionRefused(ExpkitError):
     exit_code = 4
 
 
+@contextmanager
+def registry_lock(root: Path) -> Iterator[None]:
+    """Hold ``<root>/.registry.lock`` (a ``filelock`` file lock, across processes) while reading,
+    changing and writing ``registry.json``: concurrent ``register``/``promote`` commands take turns."""
+    from filelock import FileLock
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    git_ignore(Path(root), "/.registry.lock")
+    with FileLock(str(Path(root) / ".registry.lock"), timeout=3600):
+        yield
+
+
+def git_ignore(root: Path, pattern: str) -> None:
+    """Have ``<root>/.gitignore`` list ``pattern`` (files of the registry's own that git must not track)."""
+    path = Path(root) / ".gitignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if pattern not in lines:
+        path.write_text("\n".join([*lines, pattern]) + "\n")
+
+
 class Registry:
-    """``registry.json`` under ``root``; every change is written at once."""
+    """``registry.json`` under ``root``; every change is written at once (atomically). Change it
+    inside :func:`registry_lock`.
+
+    Raises :class:`DataError` (exit 3) for a ``registry.json`` that is not a readable registry; it
+    is never overwritten then.
+    """
 
     def __init__(self, root: Path = DEFAULT_ROOT) -> None:
         self.root = Path(root)
         path = self.root / REGISTRY_FILE
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+        self.data: dict[str, Any] = self._read(path) if path.is_file() else {"models": {}}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        fix = "restore it from git (git checkout -- <file>) or a copy; expkit will not overwrite it"
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not readable JSON ({exc}); {fix}.") from None
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            raise DataError(f"{path}: not a model registry (no 'models' mapping); {fix}.")
+        return data
 
     def save(self) -> None:
+        from expkit.tracking.files import write_atomic
+
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / (REGISTRY_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-        os.replace(tmp, self.root / REGISTRY_FILE)
+        write_atomic(self.root / REGISTRY_FILE, json.dumps(self.data, indent=2, default=str) + "\n")
 
     def model(self, name: str) -> dict[str, Any]:
         if name not in self.data["models"]:
@@ -128,7 +166,7 @@ def log_wandb_artifact(name: str, version_dir: Path, aliases: list[str], metadat
 
     mode = os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
     registry_root.mkdir(parents=True, exist_ok=True)
-    (registry_root / ".gitignore").write_text("/wandb/\n")  # W&B's local runs (<registry>/wandb/) stay out of git
+    git_ignore(registry_root, "/wandb/")  # W&B's local runs (<registry>/wandb/) stay out of git
     run = wandb.init(project=project or "expkit", job_type="registry", dir=str(registry_root.resolve()), mode=mode,
                      name=f"registry-{name}-{aliases[0]}", settings=wandb.Settings(silent=True), reinit="create_new")
     try:
@@ -150,7 +188,7 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
 
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"--name {name!r}: use letters, digits, '-' and '_' only (it names a folder and a W&B artifact).")
-    registry = Registry(root)
+    registry = Registry(root)  # a corrupt registry is refused before any work
     repo = git_artifacts.open_repo(registry.root, name) if git else None  # refuse before any work
     ckpt = evaluation.resolve_checkpoint(run)
     run_dir = evaluation.run_dir_of(ckpt)
@@ -159,7 +197,12 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
     kpis = kpis_of(trained.config)
     record_path = run_dir / RUN_RECORD_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    with registry_lock(registry.root):  # the version number and the files: one command at a time
+        return _add_version(Registry(root), name, ckpt, run_dir, trained, result, kpis, record, repo, wandb_log)
 
+
+def _add_version(registry: Registry, name: str, ckpt: Path, run_dir: Path, trained: Any, result: Any,
+                 kpis: list[KPI], record: dict[str, Any], repo: Any, wandb_log: bool) -> dict[str, Any]:
     model = registry.data["models"].setdefault(name, {"versions": [], "stages": {}, "history": []})
     number = max((v["version"] for v in model["versions"]), default=0) + 1
     version_dir = registry.version_dir(name, number)
@@ -167,7 +210,7 @@ def register(run: str | Path, name: str, root: Path = DEFAULT_ROOT, wandb_log: b
         git_artifacts.check_register(repo, name, number)
     version_dir.mkdir(parents=True, exist_ok=False)
     shutil.copy2(ckpt, version_dir / MODEL_FILE)
-    (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.feature_stats(trained)) + "\n")
+    (version_dir / TRAIN_STATS_FILE).write_text(json.dumps(evaluation.input_stats(trained)) + "\n")
     entry = {
         "version": number,
         "registered_at": _now(),
@@ -239,7 +282,12 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
     raise :class:`PromotionRefused` carrying the comparison. ``git``: also commit
     ``registry.json`` and put the GTO stage tag on the version's commit
     (:mod:`expkit.registry.git_artifacts`)."""
-    registry = Registry(root)
+    with registry_lock(Path(root)):  # judged against the stage holder of this moment; one command at a time
+        return _promote(Registry(root), spec, stage, name, kpis, wandb_log, git)
+
+
+def _promote(registry: Registry, spec: str, stage: str, name: str | None, kpis: list[KPI] | None,
+             wandb_log: bool, git: bool) -> tuple[Judgement, str]:
     name, candidate = registry.find(spec, name)
     kpis = kpis or kpis_of_entry(candidate)
     if git:  # refuse before judging: not a git+DVC repo, staged files, no version tag

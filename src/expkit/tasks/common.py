@@ -89,25 +89,30 @@ def discard_unstarted(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-# A job stopped from outside (SLURM requeue, Ctrl-C) is interrupted, not failed: resume continues it.
-INTERRUPTIONS = ("SystemExit", "KeyboardInterrupt")
+# A job stopped from outside (a signal, SLURM requeue, Ctrl-C) is interrupted, not failed: resume continues it.
+INTERRUPTIONS = ("Interrupted", "SystemExit", "KeyboardInterrupt")
 
 
 def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     """Run ``task`` in Hydra's run directory with its run record (``run.json``); finish W&B whatever
     happens; expected errors exit with their code and a one-line message (``HYDRA_FULL_ERROR=1``
     shows the traceback)."""
+    from expkit.callbacks import STOP_SIGNALS
     from expkit.config.app import check_choices
     from expkit.config.compose import check_resolvable
     from expkit.tracking.record import RunRecord
 
     run_dir, group, overrides = hydra_job()
     exit_code, error, result, record = 1, None, None, None
+    STOP_SIGNALS.install()  # a SIGTERM or Ctrl-C, even during start-up, stops the run cleanly (SaveOnSignal)
     try:
         check_choices(overrides)  # an option Hydra ignores (optional groups) is refused
         check_resolvable(cfg)
         if group is not None:  # a multirun job: refuse in-process DDP, honour fail_fast, skip done jobs
             from expkit.launching.sweep import before_job
+            from expkit.startup import started
+
+            started()  # a sweep's process lives as long as the sweep: it collects as usual
 
             earlier = before_job(cfg)
             if earlier is not None:
@@ -138,6 +143,7 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        STOP_SIGNALS.restore()
         if record is not None:
             record.note_wandb()
             status = "completed" if exit_code == 0 else "interrupted" if error and error.startswith(INTERRUPTIONS) else "failed"

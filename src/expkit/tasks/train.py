@@ -25,11 +25,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     from expkit.build import build_callbacks, build_datamodule, build_model, build_trainer, data_sizes, describe_data, logs_to_wandb
     from expkit.callbacks import CheckMonitoredMetric
-    from expkit.checkpoints import RunCheckpointIO, load_checkpoint
+    from expkit.checkpoints import RunCheckpointIO
     from expkit.reproducibility import EpochSeeder
     from expkit.startup import started
     from expkit.tracking.data_version import data_files, describe_data_version, write_data_version
-    from expkit.tracking.files import resumable_checkpoint, write_metrics, write_resolved_config
+    from expkit.tracking.files import inside_run, resumable_checkpoint, write_metrics, write_resolved_config
     from expkit.tracking.history import EpochHistory
     from expkit.tracking.plots import plot_learning_curves
     from expkit.tracking.record import note_run
@@ -72,16 +72,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             logger.log_hyperparams({"provenance": provenance})
 
     # A directory that already holds checkpoints is an interrupted run (resume, SLURM requeue).
-    ckpt_path = cfg.get("ckpt_path") or resumable_checkpoint(run_dir)
+    ckpt_path = cfg.get("ckpt_path") or resumable_checkpoint(run_dir, trust=trust)
     if ckpt_path:
-        if not cfg.get("ckpt_path"):  # validation checked ckpt_path; a kill may have truncated this one
-            load_checkpoint(ckpt_path, trust=trust, key="checkpoints/last.ckpt")
         log.info("Resuming from %s", ckpt_path)
     started()  # the run's long-lived objects exist: garbage collection resumes (expkit.startup)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    # Validate and test the best checkpoint (the current weights when none was kept).
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # Validate and test the best checkpoint (the current weights when none was kept); in a moved
+    # or copied run directory, its own copy of it.
+    best = inside_run(trainer.checkpoint_callback.best_model_path, run_dir) if trainer.checkpoint_callback else ""
     ckpt_path = best or None
     metrics: dict[str, float] = {}
     if has_stage(model, datamodule, "validation"):

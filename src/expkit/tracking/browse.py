@@ -16,9 +16,19 @@ MAX_METRIC_COLUMNS = 8  # `expkit runs --metric NAME` picks others
 
 
 def find_runs(root: Path) -> list[RunRecord]:
-    """Every run record under ``root``, newest first."""
+    """Every run record under ``root``, newest first; an unreadable one is named on stderr (one
+    line each) and left out."""
+    from expkit.errors import ExpkitError
+
+    records = []
     # W&B keeps a copy of run.json among its run files: only the run directory's own counts.
-    records = [RunRecord.load(p.parent) for p in Path(root).rglob(RUN_RECORD_FILE) if "wandb" not in p.parts]
+    for path in Path(root).rglob(RUN_RECORD_FILE):
+        if "wandb" in path.parts:
+            continue
+        try:
+            records.append(RunRecord.load(path.parent))
+        except ExpkitError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
     return sorted(records, key=lambda r: r.data.get("started_at") or "", reverse=True)
 
 

@@ -92,6 +92,6 @@ def describe_data_version(paths: list[Path], data_name: str | None, root: Path |
 
 
 def write_data_version(run_dir: Path, version: dict[str, Any]) -> Path:
-    path = Path(run_dir) / DATA_VERSION_FILE
-    path.write_text(json.dumps(version, indent=2) + "\n")
-    return path
+    from expkit.tracking.files import write_atomic
+
+    return write_atomic(Path(run_dir) / DATA_VERSION_FILE, json.dumps(version, indent=2) + "\n")

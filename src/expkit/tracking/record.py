@@ -124,13 +124,21 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
+        """The record of ``run_dir``. Raises :class:`ConfigError` when there is none and
+        :class:`DataError` (exit 3) when it is not a readable record; it is never overwritten then."""
+        from expkit.errors import ConfigError, DataError
+
         path = Path(run_dir) / RUN_RECORD_FILE
         try:
-            return cls(Path(run_dir), json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except FileNotFoundError:
-            from expkit.errors import ConfigError
-
             raise ConfigError(f"{run_dir} has no {RUN_RECORD_FILE}: it is not an expkit run directory.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not a readable run record ({exc}); restore it from a copy (its W&B run holds one) "
+                            "or move the run directory aside.") from None
+        if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+            raise DataError(f"{path}: not a run record (no segments); restore it from a copy or move the run directory aside.")
+        return cls(Path(run_dir), data)
 
     @classmethod
     def start(cls, run_dir: Path, config: dict[str, Any], overrides: list[str], task: str,
@@ -151,7 +159,6 @@ class RunRecord:
                 "status": "running",
                 "started_at": segment["started_at"],
                 "ended_at": None,
-                "run_dir": str(run_dir.resolve()),
                 "command": list(sys.argv),
                 "overrides": list(overrides),
                 "composition": composition,
@@ -176,9 +183,9 @@ class RunRecord:
         return self
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(redact(self.data), indent=2, default=str) + "\n")
-        os.replace(tmp, self.path)
+        from expkit.tracking.files import write_atomic
+
+        write_atomic(self.path, json.dumps(redact(self.data), indent=2, default=str) + "\n")
 
     @property
     def wandb_id(self) -> str | None:
@@ -192,7 +199,7 @@ class RunRecord:
             return
         self.reload()
         info = {"id": run.id, "project": run.project, "group": run.group or None, "name": run.name,
-                "mode": "offline" if run.offline else "online", "dir": run.dir and str(Path(run.dir).parent)}
+                "mode": "offline" if run.offline else "online", "dir": run.dir and _relative(Path(run.dir).parent, self.run_dir)}
         self.data["wandb"] = {k: info[k] for k in ("id", "project", "group", "mode")}
         self.data["segments"][-1]["wandb"] = info
         self.save()
@@ -223,6 +230,14 @@ class RunRecord:
             self.data["metrics"] = {k: float(v) for k, v in metrics.items()}
         self.data["hardware"] = hardware()  # torch is imported by now: GPUs are known
         self.save()
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """``path`` relative to ``run_dir`` when inside it (a run directory can be moved or copied)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def note_run(run_dir: Path, **fields: Any) -> dict[str, Any]:

@@ -52,7 +52,10 @@ def read_run_log(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {}, "exit_code": None}
     for raw in iter_record_bytes(path):
         record = pb.Record()
-        record.ParseFromString(raw)
+        try:
+            record.ParseFromString(raw)
+        except Exception:  # noqa: BLE001 - a record cut off by a killed writer: the rest is still read
+            continue
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
@@ -79,5 +82,6 @@ def _items(items) -> dict[str, Any]:
 
 
 def find_run_logs(root: Path) -> list[Path]:
-    """All ``.wandb`` run logs under ``root`` (one per W&B run segment)."""
-    return sorted(Path(root).rglob("run-*.wandb"))
+    """All ``.wandb`` run logs under ``root``, one per W&B run segment (not W&B's ``latest-run``
+    link to the newest, nor a copy of it made by copying a run directory)."""
+    return sorted(p for p in Path(root).rglob("run-*.wandb") if "latest-run" not in p.parts)
