@@ -3,7 +3,8 @@
     python benchmarks/handloop.py --workload '<json>' [--device cuda] [--prefetch] [--compile]
 
 Same network, data, batch size, epochs, optimizer (AdamW), cosine schedule and seed as
-``train.py``; validates every epoch and tests at the end. ``--prefetch`` builds every epoch's
+``train.py``; validates every epoch and tests at the end. Per-position outputs (the language
+model's ``(batch, time, vocab)``) are one prediction per position, as expkit's modules count them. ``--prefetch`` builds every epoch's
 batches (on the device) before timing it: step time without data loading.
 """
 
@@ -22,7 +23,12 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from benchmarks.clock import StepClock  # noqa: E402
-from benchmarks.workloads import LR, WEIGHT_DECAY, Workload, arrays, build_net, num_classes  # noqa: E402
+from benchmarks.workloads import WEIGHT_DECAY, Workload, arrays, build_net, num_outputs  # noqa: E402
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``(..., classes)`` logits against ``(...)`` labels, every position one prediction."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction=reduction)
 
 
 def evaluate(net, loader, device, autocast) -> tuple[float, float]:
@@ -34,9 +40,9 @@ def evaluate(net, loader, device, autocast) -> tuple[float, float]:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = net(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            loss_sum += cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
-            n += len(y)
+            n += y.numel()
     net.train()
     return loss_sum.item() / n, correct.item() / n
 
@@ -61,11 +67,11 @@ def main() -> None:
     torch.manual_seed(w.seed)
     splits = arrays(w)
     data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
-    net = build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)).to(device)
+    net = build_net(w, tuple(splits["train"][0].shape[1:]), num_outputs(w)).to(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     step_net = torch.compile(net) if args.compile else net
-    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=w.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=w.epochs)
     val_loader = DataLoader(data["val"], batch_size=w.batch_size)
     clock = StepClock()
@@ -81,7 +87,7 @@ def main() -> None:
             clock.start()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast():
-                loss = F.cross_entropy(step_net(x), y)
+                loss = cross_entropy(step_net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

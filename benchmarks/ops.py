@@ -1,6 +1,7 @@
 """The device operations a training step runs: plain Lightning (b) against expkit (c), counted.
 
-    python benchmarks/ops.py            # MLP on digits (CPU workload: batch 32), steps 10-29 of the first epoch
+    python benchmarks/ops.py                  # MLP on digits (CPU workload: batch 32), steps 10-29 of the first epoch
+    python benchmarks/ops.py char_lm_text     # another workload of benchmarks/workloads.py
 
 On a GPU a small model's step is bound by the host: every operation a step launches costs host
 time (dispatch and a kernel launch), whatever the kernel does. Timings on a shared machine vary
@@ -24,6 +25,7 @@ import pytorch_lightning as pl  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 FIRST_STEP, STEPS = 10, 20  # the counted window: clear of warm-up and of the first epoch's end
+WINDOWS = {"char_lm_text": (3, 10)}  # (first step, steps) of workloads with under 30 steps an epoch (17)
 
 
 class _Count(TorchDispatchMode):
@@ -60,42 +62,45 @@ class OpCounter(pl.Callback):
         return sum(self.ops.values()) / self.steps
 
 
-def plain_lightning_ops() -> OpCounter:
-    """(b): ``plain_lightning.py``'s module, trainer and data, on the MLP digits workload."""
+def plain_lightning_ops(workload: str = "mlp_digits") -> OpCounter:
+    """(b): ``plain_lightning.py``'s module, trainer and data, on ``workload`` (the MLP on digits)."""
     from benchmarks.plain_lightning import build
     from benchmarks.workloads import workloads
 
-    w = workloads(quick=True)["mlp_digits"]
-    counter = OpCounter()
+    w = workloads(quick=True)[workload]
+    counter = OpCounter(*WINDOWS.get(workload, (FIRST_STEP, STEPS)))
     model, trainer, loaders = build(w, callbacks=[counter])
     trainer.fit(model, loaders["train"], loaders["val"])
     return counter
 
 
-def expkit_ops() -> OpCounter:
+def expkit_ops(workload: str = "mlp_digits") -> OpCounter:
     """(c): what ``train.py`` builds (expkit's module, datamodule, default callbacks and trainer) for
     the same workload, fitted in this process, without a logger (W&B launches nothing on the device)."""
-    from hydra.utils import instantiate
-
     from benchmarks.workloads import workloads
+    from expkit.build import (
+        build_callbacks,
+        build_datamodule,
+        build_model,
+        build_trainer,
+        data_sizes,
+    )
     from expkit.config.compose import compose
-    from expkit.models import build_model
-    from expkit.tasks.common import build_callbacks, build_trainer
 
-    w = workloads(quick=True)["mlp_digits"]
+    w = workloads(quick=True)[workload]
     cfg = compose("train", [*w.train_overrides(), "trainer.accelerator=cpu", "logger=none"])
-    datamodule = instantiate(cfg.data)
-    spec = datamodule.spec
-    model = build_model(cfg.model, spec)
+    datamodule = build_datamodule(cfg.data)
+    model = build_model(cfg.model, data_sizes(datamodule))
     run_dir = Path(tempfile.mkdtemp())
-    counter = OpCounter()
-    trainer = build_trainer(cfg, run_dir, callbacks=[*build_callbacks(cfg.callbacks, run_dir), counter])
+    counter = OpCounter(*WINDOWS.get(workload, (FIRST_STEP, STEPS)))
+    trainer = build_trainer(cfg.trainer, None, run_dir, callbacks=[*build_callbacks(cfg.callbacks, run_dir), counter])
     trainer.fit(model, datamodule=datamodule)
     return counter
 
 
 def main() -> None:
-    b, c = plain_lightning_ops(), expkit_ops()
+    workload = sys.argv[1] if len(sys.argv) > 1 else "mlp_digits"
+    b, c = plain_lightning_ops(workload), expkit_ops(workload)
     print(f"operations per training step: b (plain Lightning) {b.per_step():.1f}, c (expkit) {c.per_step():.1f}")
     for name in sorted(set(b.ops) | set(c.ops), key=lambda k: -(b.ops[k] + c.ops[k])):
         print(f"  {b.ops[name] / b.steps:6.2f} {c.ops[name] / c.steps:6.2f}  {name}")

@@ -24,28 +24,36 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from benchmarks.timing import StepTimer  # noqa: E402
-from benchmarks.workloads import LR, WEIGHT_DECAY, Workload, arrays, build_net, num_classes  # noqa: E402
+from benchmarks.workloads import WEIGHT_DECAY, Workload, arrays, build_net, num_outputs  # noqa: E402
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Every position one prediction: ``(..., classes)`` logits against ``(...)`` labels."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
 
 
 class PlainClassifier(pl.LightningModule):
-    def __init__(self, net: torch.nn.Module, epochs: int) -> None:
+    """Classification of samples, or of every position (the language model: next characters)."""
+
+    def __init__(self, net: torch.nn.Module, epochs: int, lr: float) -> None:
         super().__init__()
         self.net = net
         self.epochs = epochs
+        self.lr = lr
 
     def forward(self, x):
         return self.net(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = cross_entropy(self(x), y)
         self.log("train_loss", loss)
         return loss
 
     def _eval_step(self, batch, stage):
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}_loss", F.cross_entropy(logits, y))
+        self.log(f"{stage}_loss", cross_entropy(logits, y))
         self.log(f"{stage}_acc", (logits.argmax(-1) == y).float().mean())
 
     def validation_step(self, batch, batch_idx):
@@ -55,7 +63,7 @@ class PlainClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=WEIGHT_DECAY)
         return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)]
 
 
@@ -64,7 +72,7 @@ def build(w: Workload, device: str = "cpu", callbacks: list | None = None, logge
     cuda = device == "cuda"
     splits = arrays(w)
     data = {s: TensorDataset(torch.as_tensor(x), torch.as_tensor(y)) for s, (x, y) in splits.items()}
-    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_classes(w)), w.epochs)
+    model = PlainClassifier(build_net(w, tuple(splits["train"][0].shape[1:]), num_outputs(w)), w.epochs, w.lr)
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
         max_epochs=w.epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,

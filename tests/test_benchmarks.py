@@ -119,3 +119,63 @@ def test_an_expkit_training_step_runs_no_more_device_operations_than_plain_light
     b, c = plain_lightning_ops(), expkit_ops()
     assert b.per_step() > 50  # forward, backward and AdamW were counted
     assert c.per_step() <= b.per_step(), (c.ops - b.ops, b.ops - c.ops)
+
+
+def test_sequence_workload_runs_the_same_steps_in_every_variant_and_reports_tokens_per_second(tmp_path):
+    proc = subprocess.run([*RUN, "--quick", "--workloads", "char_lm_text", "--variants", "a,b,c", "--no-startup",
+                           "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "cpu.json").read_text())
+    variants = result["workloads"]["char_lm_text"]["variants"]
+    assert {v["steps"]["median"] for v in variants.values()} == {17}  # 538 training windows, batch 32
+    for v in variants.values():
+        assert v["tokens_per_s"]["median"] == pytest.approx(64 * v["samples_per_s"]["median"])
+    assert result["workloads"]["char_lm_text"]["ratios"]["c/b"]["step_ms"] > 0
+    assert "| tokens/s |" in (tmp_path / "cpu.md").read_text()
+
+
+def test_workloads_match_the_shipped_configs():
+    """a and b are given the network's arguments and the learning rate; c reads them from conf/."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.workloads import NET_DEFAULTS, WHOLE_MODELS, workloads
+    from tests.conftest import compose_config
+
+    for w in workloads().values():
+        cfg = compose_config(w.train_overrides())
+        net = cfg.model if w.model in WHOLE_MODELS else cfg.model.net
+        for key, value in {**NET_DEFAULTS[w.model], **w.net_kwargs}.items():
+            assert net[key] == value or list(net[key]) == value, (w.name, key)
+        assert cfg.model.optimizer.lr == w.lr, w.name
+
+
+def test_sequence_workload_trains_expkits_data_and_network():
+    """The hand-written loop cannot import Lightning: its text windows and network are copies, held
+    equal here to what train.py builds (same windows per split; same weights and logits per seed)."""
+    sys.path.insert(0, str(ROOT))
+    import functools
+
+    import torch
+
+    from benchmarks.workloads import arrays, build_net, num_outputs, workloads
+    from expkit.data import CharTextDataModule
+    from expkit.models import CharLanguageModel
+    from tests.conftest import compose_config
+
+    w = workloads()["char_lm_text"]
+    cfg = compose_config(w.train_overrides())
+    datamodule = CharTextDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    datamodule.setup("fit")
+    for split, (x, y) in arrays(w).items():
+        assert torch.equal(datamodule.datasets[split].tensors[0], torch.as_tensor(x)), split
+        assert torch.equal(datamodule.datasets[split].tensors[1], torch.as_tensor(y)), split
+    assert num_outputs(w) == datamodule.sizes["vocab_size"]
+
+    torch.manual_seed(0)
+    copy = build_net(w, (w.data_kwargs["seq_len"],), num_outputs(w)).eval()
+    torch.manual_seed(0)
+    model = CharLanguageModel(**datamodule.sizes, optimizer=functools.partial(torch.optim.AdamW),
+                              **{k: cfg.model[k] for k in ("d_model", "num_layers", "num_heads", "dim_feedforward", "dropout")}).eval()
+    ours, theirs = copy.state_dict(), model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    x = datamodule.datasets["val"].tensors[0][:4]
+    assert torch.equal(copy(x), model(x))

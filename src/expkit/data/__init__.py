@@ -6,9 +6,11 @@ from expkit.data.files import FilesDataModule
 from expkit.data.mnist import MNISTDataModule
 from expkit.data.synthetic import SyntheticDataModule
 from expkit.data.tabular import SklearnTableDataModule
+from expkit.data.text import CharTextDataModule
 
 __all__ = [
     "ArrayDataModule",
+    "CharTextDataModule",
     "DataSpec",
     "DigitsDataModule",
     "FilesDataModule",
