@@ -24,3 +24,20 @@ class GcProbe(pl.Callback):
 
 def _gc_state() -> dict:
     return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+
+
+class SignalAtEpochEnd(pl.Callback):
+    """Send this process SIGTERM at the end of training epoch ``epoch``, in the run's first segment
+    only (a resumed run, whose ``run.json`` has more segments, goes on): a real interruption."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import os
+        import signal
+
+        record = Path(trainer.default_root_dir) / "run.json"
+        segments = json.loads(record.read_text())["segments"] if record.is_file() else [None]
+        if trainer.current_epoch == self.epoch and len(segments) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)

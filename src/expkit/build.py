@@ -217,9 +217,30 @@ def build_loggers(logger_cfg: Mapping | None, run_dir: Path) -> list:
 
     wandb_tracking.wait_for_service()  # started in the background by the task, if it logs to W&B
     loggers = [instantiate(cfg, save_dir=str(run_dir)) for cfg in (logger_cfg or {}).values() if cfg]
+    for logger in loggers:  # what Lightning logs by itself (the module's hyperparameters) too
+        logger.log_hyperparams = _masking(logger.log_hyperparams)
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         wandb_tracking.skip_launch_import_when_nothing_staged()
     return loggers
+
+
+def _masking(log_hyperparams: Any) -> Any:
+    """A logger's ``log_hyperparams`` that masks secrets first (``expkit.secrets``)."""
+    import functools
+
+    from expkit.secrets import mask
+
+    @functools.wraps(log_hyperparams)
+    def masked(params: Any, *args: Any, **kwargs: Any) -> Any:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(params):
+            params = OmegaConf.to_container(params, resolve=True)
+        elif not isinstance(params, Mapping):
+            params = vars(params) if hasattr(params, "__dict__") else params
+        return log_hyperparams(mask(dict(params)) if isinstance(params, Mapping) else params, *args, **kwargs)
+
+    return masked
 
 
 def logs_to_wandb(logger_cfg: Mapping | None) -> bool:

@@ -77,16 +77,20 @@ class RunCheckpointIO(TorchCheckpointIO):
 
     def __init__(self, record: Mapping[str, Any] | None = None, trust: bool = False) -> None:
         super().__init__()
-        self.record = plain(dict(record or {}))
+        from expkit.secrets import mask
+
+        self.record = mask(plain(dict(record or {})))
         self.trust = trust
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         import torch
 
+        from expkit.secrets import mask
+
         checkpoint = dict(checkpoint)
         for key in HPARAM_KEYS:
             if key in checkpoint:
-                checkpoint[key] = plain(dict(checkpoint[key]))
+                checkpoint[key] = mask(plain(dict(checkpoint[key])))
         for key in ("hparams_type", "datamodule_hparams_type", "hparams_name", "datamodule_hparams_name"):
             checkpoint.pop(key, None)  # a class object, or a name only the class above needs
         checkpoint[CHECKPOINT_KEY] = self.record

@@ -64,5 +64,7 @@ def exit_with(exc: ExpkitError) -> NoReturn:
     it instead, traceback included."""
     if full_error():
         raise exc
-    print(f"error: {exc}", file=sys.stderr)
+    from expkit.secrets import mask_text
+
+    print(f"error: {mask_text(str(exc))}", file=sys.stderr)
     sys.exit(exc.exit_code)

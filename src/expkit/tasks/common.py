@@ -35,26 +35,6 @@ def hydra_job() -> tuple[Path, str | None, list[str]]:
     return Path(hc.runtime.output_dir), group, list(hc.overrides.task)
 
 
-def composition() -> dict[str, Any]:
-    """What Hydra composed this job from, for ``expkit reproduce``/``resume``: the primary config's
-    name and directory (``main``), the ``--config-dir`` directories, the ``hydra.searchpath``
-    overrides, and every config source in search order (as Hydra records them)."""
-    import os
-
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    sources = [{"provider": s.provider, "path": f"{s.schema}://{s.path}"} for s in hc.runtime.config_sources]
-    return {
-        "config_name": hc.job.config_name,
-        "config_path": next((s["path"] for s in sources if s["provider"] == "main"), None),
-        "config_dirs": [s["path"] for s in sources if s["provider"] == "command-line"],
-        "hydra_overrides": [o for o in hc.overrides.hydra if o.lstrip("+~").split("=", 1)[0] == "hydra.searchpath"],
-        "sources": sources,
-        "cwd": os.getcwd(),
-    }
-
-
 def process_rank() -> int:
     """This process's global rank, from the variables DDP launchers set (0 when not distributed)."""
     import os
@@ -63,6 +43,19 @@ def process_rank() -> int:
         if key in os.environ:
             return int(os.environ[key])
     return 0
+
+
+def mask_hydra_files(run_dir: Path, group: str | None) -> None:
+    """Mask the secrets of the files Hydra wrote before the job: ``<run dir>/.hydra/*.yaml`` and, in
+    a multirun, ``<sweep dir>/multirun.yaml`` (``expkit.secrets``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from expkit.secrets import mask_yaml_file
+
+    for path in sorted((Path(run_dir) / ".hydra").glob("*.yaml")):
+        mask_yaml_file(path)
+    if group is not None:
+        mask_yaml_file(Path(HydraConfig.get().sweep.dir) / "multirun.yaml")
 
 
 def log_to_file(level: int, message: str) -> None:
@@ -100,6 +93,8 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     from expkit.callbacks import STOP_SIGNALS
     from expkit.config.app import check_choices
     from expkit.config.compose import check_resolvable
+    from expkit.secrets import mask_text, recordable
+    from expkit.tracking.composition import composition
     from expkit.tracking.record import RunRecord
 
     run_dir, group, overrides = hydra_job()
@@ -120,7 +115,8 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
                 return earlier
         # Only rank zero keeps the record; DDP ranks share the directory.
         if process_rank() == 0:
-            record = RunRecord.start(run_dir, resolved(cfg), overrides, task=cfg.task_name, composition=composition())
+            mask_hydra_files(run_dir, group)
+            record = RunRecord.start(run_dir, recordable(cfg), overrides, task=cfg.task_name, composition=composition())
         wandb_tracking.configure_run(
             run_name=run_dir.name if group is None else f"{group}/{run_dir.name}",
             group=group,
@@ -137,7 +133,7 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
             log_to_file(logging.ERROR, error)  # the console gets the one line below
         if full_error() or group is not None:
             raise  # in a multirun the sweep records the failure and goes on (never exit)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"

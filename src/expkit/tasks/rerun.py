@@ -42,33 +42,22 @@ def recorded_overrides(record: RunRecord, extra: list[str]) -> list[str]:
 
 
 def composition_of(record: RunRecord) -> dict[str, Any]:
-    """How the run was composed (``run.json``'s ``composition``): primary config name and
-    directory, ``--config-dir`` directories, ``hydra.searchpath`` overrides. A recorded directory
-    that is gone is refused naming it, except expkit's own ``conf/`` (found in this install)."""
+    """How the run was composed (``run.json``'s ``composition``): the entry point, the primary
+    config's name and directory, the ``--config-dir`` directories, the ``hydra.searchpath``
+    overrides. A recorded directory that is gone is refused naming it (exit 2)."""
     from expkit.paths import config_dir
+    from expkit.tracking.composition import source_dir
 
     recorded = record.data.get("composition") or {}
-    main = _path(recorded.get("config_path")) or config_dir()
-    if not main.is_dir():
-        if main.name == "conf" and main.parent.name == "expkit":  # expkit's configs, installed elsewhere
-            main = config_dir()
-        else:
-            raise ConfigError(f"{record.run_dir} was composed from {main}, which is gone: restore it (or its checkout) "
-                              "to reproduce the run.")
-    dirs = [_path(d) for d in recorded.get("config_dirs") or []]
-    for directory in dirs:
-        if not directory.is_dir():
-            raise ConfigError(f"{record.run_dir} was composed with --config-dir {directory}, which is gone: restore it "
-                              "to reproduce the run.")
-    return {"config_name": recorded.get("config_name") or record.data.get("task") or "train", "config_path": main,
-            "config_dirs": dirs, "hydra_overrides": list(recorded.get("hydra_overrides") or [])}
-
-
-def _path(source: str | None) -> Path | None:
-    """A config source's directory (``file://...``), ``None`` for a package source or nothing."""
-    if not source or source.startswith("pkg://"):
-        return None
-    return Path(source.removeprefix("file://"))
+    main = source_dir(recorded.get("config_path")) or config_dir()
+    dirs = [source_dir(d) for d in recorded.get("config_dirs") or []]
+    for directory, what in ((main, "its primary config directory"), *((d, "--config-dir") for d in dirs)):
+        if directory is None or not directory.is_dir():
+            raise ConfigError(f"{record.run_dir} was composed from {what} {directory}, which is gone: restore it (or its "
+                              "checkout) to reproduce the run.")
+    return {"job": recorded.get("job") or "train", "config_name": recorded.get("config_name") or record.data.get("task") or "train",
+            "config_path": main, "config_dirs": dirs, "hydra_overrides": list(recorded.get("hydra_overrides") or []),
+            "files": recorded.get("files") or []}
 
 
 def hydra_arguments(composition: dict[str, Any], overrides: list[str]) -> list[str]:
@@ -79,26 +68,34 @@ def hydra_arguments(composition: dict[str, Any], overrides: list[str]) -> list[s
 
 
 def compose_resolved(composition: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """The job config composed again (Hydra's compose API on the recorded sources), resolved."""
-    from hydra import compose, initialize_config_dir
+    """The job config composed again from the recorded sources, as recorded (``recordable``).
+
+    The search path is built the way Hydra's own entry point builds it (``_run_hydra``: the
+    primary config directory, search-path plugins, then each ``--config-dir`` before the schema
+    source), so a primary config found only in a ``--config-dir`` (the DVC stage's params.yaml)
+    composes; Hydra's compose API takes a single directory."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    from hydra.types import RunMode
+    from omegaconf import open_dict
 
     import expkit.resolvers  # noqa: F401
+    from expkit.secrets import recordable
 
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    search_path = create_config_search_path(str(composition["config_path"]))
+    for directory in composition["config_dirs"]:
+        search_path.prepend(provider="command-line", path=f"file://{Path(directory).resolve()}",
+                            anchor=SearchPathQuery(provider="schema"))
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
-    # --config-dir has no compose-API flag: its directories join the recorded hydra.searchpath.
-    searchpath = [str(p) for o in composition["hydra_overrides"] for p in OverridesParser.create().parse_override(o).value()]
-    searchpath += [f"file://{d.resolve()}" for d in composition["config_dirs"]]
-    extra = [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
-    with initialize_config_dir(config_dir=str(composition["config_path"]), version_base="1.3"):
-        cfg = compose(config_name=composition["config_name"], return_hydra_config=True, overrides=[*job_overrides, *extra])
+    cfg = ConfigLoaderImpl(config_search_path=search_path).load_configuration(
+        config_name=composition["config_name"], overrides=[*job_overrides, *composition["hydra_overrides"]],
+        run_mode=RunMode.RUN)
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves as in the run
     with open_dict(cfg):
         del cfg["hydra"]
-    return OmegaConf.to_container(cfg, resolve=True)
+    return recordable(cfg)  # as the run recorded it: secrets masked, ${oc.env:...} kept
 
 
 def environment_diff(record: RunRecord) -> list[tuple[str, Any, Any]]:
@@ -140,19 +137,56 @@ def show_diff(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     Console(stderr=True).print(table)
 
 
-def launch_train(composition: dict[str, Any], overrides: list[str]) -> None:
-    """Run the train entry point on the recorded config sources with ``overrides``."""
-    from expkit.tasks.train import main
+ENTRY_POINTS = {"train": "expkit.tasks.train", "eval": "expkit.tasks.eval", "predict": "expkit.tasks.predict"}
 
-    sys.argv = ["expkit-train", *hydra_arguments(composition, overrides)]
-    main(config_path=composition["config_path"])
+
+def launch(composition: dict[str, Any], overrides: list[str]) -> None:
+    """Run the recorded entry point (train, eval, predict) on the recorded config sources with
+    ``overrides``."""
+    import importlib
+
+    job = composition["job"] if composition["job"] in ENTRY_POINTS else "train"
+    sys.argv = [f"expkit-{job}", *hydra_arguments(composition, overrides)]
+    importlib.import_module(ENTRY_POINTS[job]).main(config_path=composition["config_path"])
+
+
+def check_sources(run_dir: Path, composition: dict[str, Any], config_changes: list, strict: bool = True) -> list[tuple[str, Any, Any]]:
+    """The recorded config files that are gone or edited (``expkit.tracking.composition``),
+    shown as a table; with ``strict``, raises :class:`ConfigError` (exit 2) naming them and what
+    differs."""
+    from expkit.tracking.composition import source_changes
+
+    changed = source_changes({"files": composition["files"]})
+    if changed and not strict:
+        show_diff(f"Config files of {run_dir} changed (allowed)", changed)
+    elif changed:
+        show_diff(f"Config files of {run_dir} changed", changed)
+        what = "; ".join(f"{path} {'is gone' if now == 'deleted' else 'was edited'}" for path, _, now in changed)
+        keys = ", ".join(f"{k}: {old} -> {new}" for k, old, new in config_changes[:3])
+        raise ConfigError(f"{run_dir} was composed from config files that changed since: {what}"
+                          + (f" ({keys}{', ...' if len(config_changes) > 3 else ''})" if keys else "")
+                          + "; restore them to reproduce the run as recorded (tables above).")
+    return changed
+
+
+def _config_changes(record: RunRecord, composition: dict[str, Any], overrides: list[str],
+                    allowed: bool = False) -> list[tuple[str, Any, Any]]:
+    """The recorded config against its composition now; a changed or deleted config file stops
+    here (before anything runs) with the file named, unless ``allowed``."""
+    try:
+        changes = dict_diff(record.data["config"], compose_resolved(composition, overrides))
+    except Exception as exc:  # a deleted option or file no longer composes
+        check_sources(record.run_dir, composition, [])
+        raise ConfigError(f"{record.run_dir} no longer composes from its recorded sources ({str(exc).splitlines()[0]}).") from None
+    check_sources(record.run_dir, composition, changes, strict=not allowed)
+    return changes
 
 
 def reproduce(run_dir: Path, extra: list[str], allow_differences: bool) -> None:
     record = RunRecord.load(run_dir)
     overrides = recorded_overrides(record, extra)
     composition = composition_of(record)
-    config_changes = dict_diff(record.data["config"], compose_resolved(composition, overrides))
+    config_changes = _config_changes(record, composition, overrides, allowed=allow_differences)
     env_changes = environment_diff(record)
     if config_changes:
         show_diff(f"Config differs from {run_dir}", config_changes)
@@ -163,7 +197,7 @@ def reproduce(run_dir: Path, extra: list[str], allow_differences: bool) -> None:
             f"{run_dir} cannot be reproduced exactly ({len(config_changes)} config and "
             f"{len(env_changes)} code/data/package differences above); rerun with --allow-differences to run anyway."
         )
-    launch_train(composition, overrides)
+    launch(composition, overrides)
 
 
 def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
@@ -172,12 +206,12 @@ def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
         raise ConfigError(f"{run_dir} completed on {record.data['ended_at']}: nothing to resume (expkit reproduce re-runs it).")
     overrides = recorded_overrides(record, extra)
     composition = composition_of(record)
-    changes = dict_diff(record.data["config"], compose_resolved(composition, overrides))
+    changes = _config_changes(record, composition, overrides, allowed=allow_config_change)
     if changes:
         show_diff(f"Resuming {run_dir} with a changed config", changes)
         if not allow_config_change:
             raise ConfigError(f"the config of {run_dir} would change ({len(changes)} keys above); pass --allow-config-change to resume anyway.")
-    launch_train(composition, [*overrides, f'hydra.run.dir="{Path(run_dir).resolve()}"'])
+    launch(composition, [*overrides, f'hydra.run.dir="{Path(run_dir).resolve()}"'])
 
 
 def main(argv: list[str], command: str) -> None:

@@ -9,27 +9,40 @@ Returns the monitored metric, so Hydra sweepers can optimize it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from expkit.config import run_app, validate
-from expkit.tasks.common import log, process_rank, resolved, run_job
+from expkit.tasks.common import log, process_rank, run_job
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data`` and test it; every output goes to ``run_dir``."""
     import pytorch_lightning as pl
 
-    from expkit.build import build_callbacks, build_datamodule, build_model, build_trainer, data_sizes, describe_data, logs_to_wandb
+    from expkit.build import (
+        build_callbacks,
+        build_datamodule,
+        build_model,
+        build_trainer,
+        data_sizes,
+        describe_data,
+        logs_to_wandb,
+    )
     from expkit.callbacks import CheckMonitoredMetric
     from expkit.checkpoints import RunCheckpointIO
     from expkit.reproducibility import EpochSeeder
+    from expkit.secrets import masked_argv, recordable
     from expkit.startup import started
     from expkit.tracking.data_version import data_files, describe_data_version, write_data_version
-    from expkit.tracking.files import inside_run, resumable_checkpoint, write_metrics, write_resolved_config
+    from expkit.tracking.files import (
+        inside_run,
+        resumable_checkpoint,
+        write_metrics,
+        write_resolved_config,
+    )
     from expkit.tracking.history import EpochHistory
     from expkit.tracking.plots import plot_learning_curves
     from expkit.tracking.record import note_run
@@ -38,7 +51,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     validate(cfg, task="train")  # fail before launch: every bad input, one clear error
     if process_rank() == 0 and logs_to_wandb(cfg.get("logger")):
         start_service_in_background()  # W&B's service starts while the data and model are built
-    config = resolved(cfg)
+    config = recordable(cfg)  # what records keep: resolved but for ${oc.env:...}, secrets masked
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -64,8 +77,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if trainer.is_global_zero:
         write_resolved_config(run_dir, config)
         write_data_version(run_dir, data_version)
-    for logger in trainer.loggers:  # the first use of W&B starts its run
-        logger.log_hyperparams({**config, "data_version": data_version})
+    with masked_argv():  # the first use of W&B starts its run, which records the command line
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**config, "data_version": data_version})
     provenance = note_run(run_dir, data_version=data_version) if trainer.is_global_zero else {}
     if provenance:
         for logger in trainer.loggers:

@@ -3,8 +3,8 @@
 Written when the job starts (status ``running``), updated when W&B starts and when the job ends
 (``completed`` or ``failed`` with the error). A run resumed in the same directory appends a
 segment instead of starting over, so a record killed with ``kill -9`` still says what ran.
-Secrets never reach it: keys that look like credentials are redacted and the environment is not
-recorded (only SLURM's job ids).
+Secrets never reach it (``expkit.secrets``: secret keys, URL passwords, secret environment values
+are masked) and the environment is not recorded (only SLURM's job ids).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -23,8 +22,6 @@ from typing import Any
 RUN_RECORD_FILE = "run.json"
 SCHEMA_VERSION = 1
 PACKAGES = ("expkit", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "wandb", "dvc", "numpy")
-SECRET_KEY = re.compile(r"api[_-]?key|token|secret|password|passwd|credential|private[_-]?key", re.IGNORECASE)
-REDACTED = "***"
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST")
 
 
@@ -32,21 +29,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if SECRET_KEY.search(k) and len(v) >= 6]
+def redact(value: Any) -> Any:
+    """``value`` with its secrets masked (:func:`expkit.secrets.mask`)."""
+    from expkit.secrets import mask
 
-
-def redact(value: Any, secrets: list[str] | None = None) -> Any:
-    """``value`` with credential-like keys and any secret from the environment replaced by ``***``."""
-    secrets = _secret_values() if secrets is None else secrets
-    if isinstance(value, dict):
-        return {k: REDACTED if SECRET_KEY.search(str(k)) and v else redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-    return value
+    return mask(value)
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -163,7 +150,7 @@ class RunRecord:
                 "overrides": list(overrides),
                 "composition": composition,
                 "seed": config.get("seed"),
-                "config": redact(config),
+                "config": config,
                 "git": git_state(),
                 "versions": package_versions(),
                 "hardware": hardware(),

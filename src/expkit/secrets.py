@@ -1,0 +1,157 @@
+"""Secrets never reach disk, logs or W&B: one masking rule for everything expkit writes.
+
+What counts as a secret:
+- the value of a key that names one: a word of the key (split at ``_ - .`` and case changes) is
+  ``password``, ``passwd``, ``passphrase``, ``secret``, ``token``, ``credential(s)``, ``apikey``,
+  or two neighbouring words are ``api key``, ``private key``, ``access key``, ``secret key``, ``auth
+  token`` (``db_password``, ``apiKey``, ``aws.secret_access_key``; not ``tokenizer`` or
+  ``max_tokens``); everything under such a key is masked;
+- the password of a URL (``postgresql://user:pw@host/db`` -> ``postgresql://user:***@host/db``);
+- the value of an environment variable whose name names a secret (``WANDB_API_KEY``), anywhere
+  in any text.
+
+The documented way to pass a secret is the environment: ``db_password: ${oc.env:DB_PASSWORD}``
+stays that interpolation in every record (:func:`recordable`) and is resolved only where it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+MASK = "***"
+SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey"}
+SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("auth", "token")}
+URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*):(?P<password>[^@/\s'\"]+)@")
+ENV_REFERENCE = "${oc.env:"
+# key=value and key: value where the key names a secret (command lines, overrides, log lines, YAML).
+_ASSIGNMENT = re.compile(r"(?P<key>[+~]*[A-Za-z_][\w.\-/]*)(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,\]\}]+)")
+
+
+def words(key: str) -> list[str]:
+    """``db_password`` -> ``[db, password]``; ``apiKey`` -> ``[api, key]``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(key))
+    return [w for w in re.split(r"[\s_.\-/+~]+", spaced.lower()) if w]
+
+
+def is_secret_key(key: Any) -> bool:
+    """Whether a config key, argument or variable name names a secret (see the module docstring)."""
+    parts = words(str(key))
+    return any(p in SECRET_WORDS for p in parts) or any(pair in SECRET_PAIRS for pair in zip(parts, parts[1:], strict=False))
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables whose names name a secret (at least 4 characters)."""
+    return sorted((v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= 4), key=len, reverse=True)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with URL passwords, ``key=value`` / ``key: value`` of secret keys and the values
+    of secret environment variables replaced by ``***``."""
+    if not isinstance(text, str) or not text:
+        return text
+    text = URL_CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@", text)
+
+    def assignment(match: re.Match) -> str:
+        if not is_secret_key(match["key"]) or match["value"].startswith(ENV_REFERENCE) or match["value"] == MASK:
+            return match[0]
+        return f"{match['key']}{match['sep']}{MASK}"
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    for value in secret_values():
+        text = text.replace(value, MASK)
+    return text
+
+
+def mask(value: Any) -> Any:
+    """``value`` (any JSON/YAML-like structure) with secrets masked: every value under a secret
+    key (except an unresolved ``${oc.env:...}``), and :func:`mask_text` on every string."""
+    if isinstance(value, Mapping):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "") and not _env_reference(v) else mask(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask(v) for v in value) if isinstance(value, tuple) else [mask(v) for v in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def _env_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(ENV_REFERENCE)
+
+
+def recordable(cfg: Any) -> Any:
+    """A composed config as records keep it: resolved, except that ``${oc.env:...}``
+    interpolations stay as written, and masked (:func:`mask`)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_config(cfg):
+        return mask(cfg)
+
+    def keep_references(raw: Any, value: Any) -> Any:
+        if isinstance(raw, str) and ENV_REFERENCE in raw:
+            return raw
+        if isinstance(raw, dict) and isinstance(value, dict):
+            return {k: keep_references(raw.get(k), v) for k, v in value.items()}
+        if isinstance(raw, list) and isinstance(value, list) and len(raw) == len(value):
+            return [keep_references(r, v) for r, v in zip(raw, value, strict=True)]
+        return value
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    return mask(keep_references(raw, OmegaConf.to_container(cfg, resolve=True)))
+
+
+def mask_yaml_file(path: Any) -> bool:
+    """Rewrite a YAML file Hydra wrote (``.hydra/*.yaml``, ``multirun.yaml``) with its secrets
+    masked, atomically; returns whether anything changed. Unreadable files are left alone."""
+    from pathlib import Path
+
+    import yaml
+
+    from expkit.tracking.files import write_atomic
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        return False
+    masked = mask(data)
+    if masked == data:
+        return False
+    write_atomic(path, yaml.safe_dump(masked, sort_keys=False, default_flow_style=False))
+    return True
+
+
+@contextmanager
+def masked_argv() -> Iterator[None]:
+    """``sys.argv`` with its secrets masked for the block, then restored: what starts in it (W&B's
+    run, which records the command line) sees no secret; later readers (Lightning's DDP start of
+    the other ranks) still get the real command line."""
+    import sys
+
+    original = list(sys.argv)
+    sys.argv[:] = [mask_text(arg) for arg in original]
+    try:
+        yield
+    finally:
+        sys.argv[:] = original
+
+
+class MaskSecrets(logging.Filter):
+    """A logging filter (conf/hydra/default.yaml puts it on every handler of Hydra's and the
+    job's logging) that masks secrets in each record's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is left to logging to report
+            return True
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

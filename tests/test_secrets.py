@@ -1,0 +1,77 @@
+"""Secrets never reach disk: several planted secrets (an override, a nested value, a URL credential,
+an environment variable) are looked for in every byte of every file of a run, a sweep, an Optuna
+search, an eval, a registry entry and a DVC pipeline run, and on the console. None may be found.
+The environment variable stays a ``${oc.env:...}`` reference in every record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from expkit.secrets import is_secret_key, mask, mask_text
+from tests.conftest import ROOT
+
+SECRETS = {"override": "hunter2-override", "nested": "nested-tok-4242", "url": "pw-in-url-777", "env": "env-key-31337"}
+PLANTED = [f"+db_password={SECRETS['override']}", f"+svc.creds.token={SECRETS['nested']}",
+           f"+db_url=postgresql://user:{SECRETS['url']}@db.example/x", "+service.api_key=${oc.env:MY_SERVICE_TOKEN}"]
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MY_SERVICE_TOKEN": SECRETS["env"]}
+TINY = ["data=wine", "trainer=cpu", "trainer.max_epochs=1"]
+
+
+def run(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / script)] if script.endswith(".py") else [sys.executable, "-m", "expkit.cli", script]
+    proc = subprocess.run([*command, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{script} {args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def leaks(root: Path, *outputs: str) -> list[str]:
+    """Every (file or console, secret) where a secret's bytes appear."""
+    found = []
+    for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        data = path.read_bytes()
+        found += [f"{path.relative_to(root)}: {name}" for name, value in SECRETS.items() if value.encode() in data]
+    for i, text in enumerate(outputs):
+        found += [f"console {i}: {name}" for name, value in SECRETS.items() if value in text]
+    return found
+
+
+def test_the_masking_rule():
+    assert [k for k in ("db_password", "apiKey", "AWS_SECRET_ACCESS_KEY", "auth_token", "credentials", "tokenizer",
+                        "max_tokens", "passes", "author") if is_secret_key(k)] == \
+        ["db_password", "apiKey", "AWS_SECRET_ACCESS_KEY", "auth_token", "credentials"]
+    assert mask_text("+db_password=x1 url=redis://u:p4ss@h:6379/0 lr=0.1") == "+db_password=*** url=redis://u:***@h:6379/0 lr=0.1"
+    assert mask({"a": {"token": "t", "key": "${oc.env:T}"}, "password": "${oc.env:P}"}) == \
+        {"a": {"token": "***", "key": "${oc.env:T}"}, "password": "${oc.env:P}"}
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_file_of_a_run_sweep_search_eval_registry_or_pipeline(tmp_path):
+    outputs = []
+    outputs.append(run([*TINY, *PLANTED, "logger=[wandb,csv,tensorboard]", "hydra.run.dir=logs/run"], tmp_path).stdout)
+    record = (tmp_path / "logs" / "run" / "run.json").read_text()
+    assert "${oc.env:MY_SERVICE_TOKEN}" in record  # the documented way: a reference, never its value
+    outputs.append(run(["-m", *TINY, *PLANTED, "logger=wandb", "seed=0,1", "hydra.sweep.dir=logs/sweep"], tmp_path).stdout)
+    outputs.append(run(["-m", *TINY, *PLANTED, "logger=none", "hydra/sweeper=expkit_optuna", "hydra.sweeper.n_trials=2",
+                        "hydra.sweeper.study_name=secret", "hydra.sweep.dir=logs/optuna",
+                        "model.optimizer.lr=interval(1e-3,1e-2)"], tmp_path).stdout)
+    checkpoint = next((tmp_path / "logs" / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    outputs.append(run([f"ckpt_path={checkpoint}", *PLANTED, "hydra.run.dir=logs/eval"], tmp_path, script="eval.py").stdout)
+    outputs.append(run([str(tmp_path / "logs" / "run"), "--name", "wine", "--registry", str(tmp_path / "registry")],
+                       tmp_path, script="register").stdout)
+    assert leaks(tmp_path, *outputs) == []
+
+
+@pytest.mark.slow
+def test_no_secret_in_a_dvc_pipeline_run(tmp_path):
+    from tests.test_dvc import fresh_copy
+
+    repo = fresh_copy(tmp_path / "repo")
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"+db_password={SECRETS['override']}",
+                           "-S", "trainer.max_epochs=1"], cwd=repo, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert leaks(repo / "outputs", proc.stdout, proc.stderr) == []
