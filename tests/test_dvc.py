@@ -85,7 +85,10 @@ def fresh_clone(tmp_path_factory) -> Path:
     listed = run(ROOT, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
     for rel in filter(None, listed.split("\0")):
         source = ROOT / rel
-        if source.is_file():
+        if source.is_symlink():  # conf -> src/expkit/conf
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).symlink_to(os.readlink(source))
+        elif source.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / rel)
     git(repo, "init", "-q")
@@ -175,9 +178,12 @@ def test_plots_render(reproduced):
     shown = json.loads(dvc(reproduced[0], "plots", "show", "--json").stdout)
     assert not shown.get("errors"), shown["errors"]
     rows = {name: len(plot[0]["content"]["data"]["values"]) for name, plot in shown["data"].items()}
-    # 2 epochs x 2 series per learning curve; one point per test sample in the confusion matrix.
+    # 2 epochs x 2 series per learning curve; one point per test sample in the confusion matrix
+    # and in the regression stage's predicted-vs-actual plot.
+    diabetes = reproduced[0] / "outputs" / "dvc" / "diabetes" / "evaluate" / "predictions.csv"
     assert rows == {"Learning curves (loss)": 4, "Learning curves (accuracy)": 4,
-                    "Confusion matrix (test split)": 270}
+                    "Confusion matrix (test split)": 270,
+                    "outputs/dvc/diabetes/evaluate/predictions.csv": len(diabetes.read_text().splitlines()) - 1}
 
 
 # -- errors ----------------------------------------------------------------------------------
