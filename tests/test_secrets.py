@@ -14,6 +14,7 @@ import pytest
 
 from expkit.secrets import is_secret_key, mask, mask_text
 from tests.conftest import ROOT
+from tests.test_dvc import fresh_clone  # noqa: F401  (the fixture)
 
 SECRETS = {"override": "hunter2-override", "nested": "nested-tok-4242", "url": "pw-in-url-777", "env": "env-key-31337"}
 PLANTED = [f"+db_password={SECRETS['override']}", f"+svc.creds.token={SECRETS['nested']}",
@@ -67,11 +68,15 @@ def test_no_secret_in_any_file_of_a_run_sweep_search_eval_registry_or_pipeline(t
 
 
 @pytest.mark.slow
-def test_no_secret_in_a_dvc_pipeline_run(tmp_path):
-    from tests.test_dvc import fresh_copy
+def test_no_secret_in_a_dvc_pipeline_run(fresh_clone, tmp_path):
+    """The documented way: params.yaml keeps the reference (python -m expkit.pipeline.params); the
+    train stage resolves it when it runs and writes it nowhere."""
+    from tests.test_dvc import copy_repo
 
-    repo = fresh_copy(tmp_path / "repo")
-    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"+db_password={SECRETS['override']}",
-                           "-S", "trainer.max_epochs=1"], cwd=repo, env=ENV, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    repo = copy_repo(fresh_clone, tmp_path / "repo")
+    for command in ([sys.executable, "-m", "expkit.pipeline.params", "+service.api_key=${oc.env:MY_SERVICE_TOKEN}",
+                     f"+db_password={SECRETS['override']}", "trainer.max_epochs=1"], [sys.executable, "-m", "dvc", "repro"]):
+        proc = subprocess.run(command, cwd=repo, env=ENV, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "${oc.env:MY_SERVICE_TOKEN}" in (repo / "params.yaml").read_text()
     assert leaks(repo / "outputs", proc.stdout, proc.stderr) == []

@@ -91,6 +91,13 @@ def recordable(cfg: Any) -> Any:
 
     if not OmegaConf.is_config(cfg):
         return mask(cfg)
+    return mask(keep_env_references(cfg))
+
+
+def keep_env_references(cfg: Any) -> Any:
+    """``cfg`` (an OmegaConf config) as a plain container, resolved except for values that hold a
+    ``${oc.env:...}`` interpolation, which stay as written."""
+    from omegaconf import OmegaConf
 
     def keep_references(raw: Any, value: Any) -> Any:
         if isinstance(raw, str) and ENV_REFERENCE in raw:
@@ -102,7 +109,7 @@ def recordable(cfg: Any) -> Any:
         return value
 
     raw = OmegaConf.to_container(cfg, resolve=False)
-    return mask(keep_references(raw, OmegaConf.to_container(cfg, resolve=True)))
+    return keep_references(raw, OmegaConf.to_container(cfg, resolve=True))
 
 
 def mask_yaml_file(path: Any) -> bool:

@@ -8,7 +8,8 @@
 never does: after editing ``conf/``, run this and commit ``params.yaml``. The config directory
 and name are read from DVC's own config, and the composition is DVC's: Hydra ``compose`` (no
 run-time ``hydra`` node), every interpolation resolved, dumped with ``OmegaConf.to_yaml``. The
-result is byte-for-byte what ``dvc exp run`` writes.
+result is byte-for-byte what ``dvc exp run`` writes, except that a ``${oc.env:NAME}`` (the way to
+pass a secret) stays a reference here, where DVC would write the secret's value.
 """
 
 from __future__ import annotations
@@ -48,11 +49,17 @@ def compose_params(overrides: Sequence[str] = (), config_dir: Path | None = None
     if config_dir is None or config_name is None:
         _, found_dir, found_name = hydra_settings()
         config_dir, config_name = config_dir or found_dir, config_name or found_name
+    from expkit.secrets import ENV_REFERENCE, keep_env_references
+
     # version_base=None as DVC does (dvc/utils/hydra.py): the same defaults, the same output.
     with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
         cfg = compose(config_name=config_name, overrides=list(overrides))
-    OmegaConf.resolve(cfg)
-    return OmegaConf.to_yaml(cfg)
+    if ENV_REFERENCE not in OmegaConf.to_yaml(cfg):
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_yaml(cfg)
+    # A secret passed as ${oc.env:NAME} stays that reference in params.yaml (DVC's own `dvc exp run`
+    # resolves it; expkit's train stage resolves it only when it runs).
+    return OmegaConf.to_yaml(OmegaConf.create(keep_env_references(cfg)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
