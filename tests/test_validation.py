@@ -11,18 +11,21 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import pytest
+from annotated_types import Gt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expkit.config import closest, compose, expand_sweep, validate
-from expkit.config.schema import check_schema
+from expkit.config.schema import MAX_SEED, check_schema
 from expkit.config.suggest import edit_distance
+from expkit.config.targets import Range
 from expkit.errors import ExpkitError, exit_with
 from tests.conftest import ROOT
 
@@ -61,6 +64,18 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     np.savez(files["npz_no_y"], x=np.zeros((4, 3)), labels=np.arange(4))
     files["npz_mismatch"] = root / "mismatch.npz"
     np.savez(files["npz_mismatch"], x=np.zeros((5, 3)), y=np.arange(4) % 2)
+    files["header_only"] = root / "header_only.csv"
+    files["header_only"].write_text("f0,f1,label\n")
+    files["empty_csv"] = root / "empty.csv"
+    files["empty_csv"].write_text("")
+    files["duplicate_columns"] = root / "duplicate_columns.csv"
+    files["duplicate_columns"].write_text("a,a,label\n" + "".join(f"{i},{i + 1},{i % 2}\n" for i in range(20)))
+    table("index_column", good.set_axis(list(good.columns), axis=1).reset_index().rename(columns={"index": ""}))
+    table("tiny", good.head(3))
+    files["empty_parquet"] = root / "empty.parquet"
+    good.head(0).to_parquet(files["empty_parquet"])
+    files["npz_empty"] = root / "empty.npz"
+    np.savez(files["npz_empty"], x=np.zeros((0, 3)), y=np.zeros(0))
     files["no_images"] = root / "images"
     (files["no_images"] / "cat").mkdir(parents=True)
     (files["no_images"] / "cat" / "readme.txt").write_text("no images here\n")
@@ -128,19 +143,9 @@ CASES = [
     Case("delete-missing-key", ["~trainer.foo"], 2, ("no key 'trainer.foo' to delete",), "train.py"),
     Case("bad-option-in-sweep", ["-m", "model=mlp,cnnn"], 2, ("Did you mean 'model=cnn'?",), "train.py"),
     Case("eval-without-checkpoint", [], 2, ("ckpt_path", "not set"), "eval.py", config="eval"),
-    # -- values: the typed schema and the targets' signatures ----------------------------------
-    Case("seed-float", ["seed=1.5"], 2, ("seed=1.5 must be an integer",)),
+    # -- values reaching Hydra's app (kinds of value: the tables below, checked in-process) ------
     Case("monitor-metric-never-logged", ["monitor.metric=val/accuracy", "data=wine", "logger=none", "trainer.max_epochs=1"], 2,
          ("monitor.metric=val/accuracy: the module never logs it", "Did you mean 'monitor.metric=val/acc'?"), "train.py"),
-    Case("monitor-mode", ["monitor.mode=maximize"], 2, ("monitor.mode='maximize' must be min or max",)),
-    Case("batch-size-zero", ["data.batch_size=0"], 2, ("data.batch_size=0 must be an integer >= 1",)),
-    Case("max-epochs-zero", ["trainer.max_epochs=0"], 2, ("trainer.max_epochs=0 must be an integer >= 1",)),
-    Case("tags-not-list", ["tags=baseline"], 2, ("tags='baseline' must be a list",)),
-    Case("test-not-bool", ["test=maybe"], 2, ("test='maybe' must be true or false",)),
-    Case("no-training-data", ["data.val_fraction=0.6", "data.test_fraction=0.5"], 2, ("leaves no training data",)),
-    Case("precision-literal", ["trainer.precision=31"], 2, ("trainer.precision=31", "one of", "'bf16-mixed'")),
-    Case("lr-not-number", ["model.optimizer.lr=fast"], 2, ("model.optimizer.lr='fast'", "AdamW expects")),
-    Case("channels-not-ints", ["model=cnn", "model.net.channels=[32,wide]"], 2, ("model.net.channels=", "CNN expects")),
     Case("unknown-argument", ["+model.net.dropuot=0.2"], 2, ("model.net.dropuot", "takes no argument", "Did you mean 'model.net.dropout'?")),
     Case("target-typo", ["model.net._target_=expkit.models.nets.MLPP"], 2, ("Did you mean 'expkit.models.nets.MLP'?",)),
     Case("target-no-module", ["model.optimizer._target_=torch.optimm.AdamW"], 2, ("model.optimizer._target_=torch.optimm.AdamW", "has no 'optimm'")),
@@ -149,6 +154,14 @@ CASES = [
     Case("model-does-not-fit-data", ["model=cnn", "data=wine"], 2, ("model 'CNN'", "data 'wine'", "Pick another model or data")),
     Case("transformer-too-many-tokens", ["model=transformer", "data=synthetic", "data.input_shape=[3,64,64]"], 2, ("exceed 4096",)),
     Case("several-problems", ["seed=x", "monitor.mode=up"], 2, ("problems in the config", "seed='x'", "monitor.mode='up'")),
+    # Each kind of value once through train.py: exit code, one line, no traceback, no run left.
+    Case("e2e-range", ["model.optimizer.lr=nan", "data=wine", "logger=none"], 2, ("model.optimizer.lr=nan: not a number",), "train.py"),
+    Case("e2e-layer", ["model.net.dropout=1.5", "data=wine", "logger=none"], 2, ("model.net.dropout=1.5", "torch.nn.Dropout"), "train.py"),
+    Case("e2e-empty-split", ["data.val_fraction=0", "data=wine", "logger=none"], 2, ("data.val_fraction=0 leaves the validation split empty",), "train.py"),
+    Case("e2e-no-rows", lambda f: ["data=files", f"data.path={f['header_only']}", "logger=none"], 3, ("header_only.csv", "no rows"), "train.py"),
+    Case("e2e-split-rounds-to-none", ["data=wine", "data.val_fraction=0.001", "logger=none"], 2,
+         ("data.val_fraction=0.001 of wine's 178 samples holds out none", "data.val_fraction=0.00282"), "train.py"),
+    Case("e2e-train-task-validates", ["seed=1.5", "data=wine", "logger=none"], 2, ("seed=1.5 must be an integer",), "train.py"),
     # -- config files (a user's experiment, found through hydra.searchpath) ---------------------
     Case("config-file-top-level-typo", lambda f: [searchpath(f), "experiment=typo_group"], 2, ("trianer", "Did you mean 'trainer'?")),
     Case("config-file-argument-typo", lambda f: [searchpath(f), "experiment=typo_argument"], 2, ("model.net.dropuot", "Did you mean 'model.net.dropout'?")),
@@ -189,8 +202,6 @@ CASES = [
     Case("ckpt-other-network", lambda f: [f"ckpt_path={f['ckpt_cnn']}", "model=mlp"], 2,
          ("cnn.ckpt", "model.net._target_=expkit.models.nets.CNN", "expkit.models.nets.MLP")),
     Case("eval-corrupt-checkpoint", lambda f: [f"ckpt_path={f['ckpt_garbage']}"], 3, ("garbage.ckpt", "not a readable checkpoint"), "eval.py", config="eval"),
-    # -- reaching the task: the schema checked inside train() (torch imported, run recorded failed)
-    Case("train-task-validates", ["seed=1.5", "data=wine", "logger=none"], 2, ("seed=1.5 must be an integer",), "train.py"),
 ]
 
 
@@ -229,6 +240,223 @@ def test_bad_input_fails_clearly(case: Case, bad, tmp_path, capsys):
     assert not list(tmp_path.rglob("metrics.json"))
     for record in tmp_path.rglob("run.json"):
         assert '"status": "failed"' in record.read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Values, one table per kind: the outcome of each case is its assertion.
+#   "ok": valid; "warn": valid, with a warning (legal but degenerate); 2 / 3: refused, exit code.
+# Checked in-process with expkit.config.validate.check (what `expkit validate` and train run).
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Value:
+    id: str
+    args: list[str] | Callable[[dict[str, Path]], list[str]]
+    outcome: str | int
+    phrases: tuple[str, ...] = ()
+    config: str = "train"
+
+    def overrides(self, files: dict[str, Path]) -> list[str]:
+        return self.args(files) if callable(self.args) else list(self.args)
+
+
+def cpu_only(value: Value) -> Any:
+    """A case about this machine's hardware, true on a machine without a GPU."""
+    import torch
+
+    return pytest.param(value, id=value.id, marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"))
+
+
+TYPES = [
+    Value("seed-int", ["seed=7"], "ok"),
+    Value("seed-null", ["seed=null"], "ok"),
+    Value("seed-float", ["seed=1.5"], 2, ("seed=1.5 must be an integer",)),
+    Value("seed-bool", ["seed=true"], 2, ("seed=True must be an integer",)),
+    Value("lr-int-for-float", ["model.optimizer.lr=1"], "ok"),
+    Value("lr-word", ["model.optimizer.lr=fast"], 2, ("model.optimizer.lr='fast'", "AdamW expects")),
+    Value("precision-literal", ["trainer.precision=31"], 2, ("trainer.precision=31", "one of", "'bf16-mixed'")),
+    Value("precision-64", ["trainer.precision=64"], "ok"),
+    Value("accumulate-float", ["trainer.accumulate_grad_batches=1.5"], 2, ("trainer.accumulate_grad_batches=1.5", "expects int")),
+    Value("widths-scalar", ["model.net.hidden_dims=64"], 2, ("model.net.hidden_dims=64", "MLP expects")),
+    Value("channels-not-ints", ["model=cnn", "model.net.channels=[32,wide]"], 2, ("model.net.channels=", "CNN expects")),
+    Value("batch-size-float", ["data.batch_size=32.0"], 2, ("data.batch_size=32.0 must be an integer >= 1",)),
+    Value("tags-not-list", ["tags=baseline"], 2, ("tags='baseline' must be a list",)),
+    Value("test-not-bool", ["test=maybe"], 2, ("test='maybe' must be true or false",)),
+    Value("monitor-mode", ["monitor.mode=maximize"], 2, ("monitor.mode='maximize' must be min or max",)),
+    Value("early-stopping-mode", ["callbacks.early_stopping.mode=maxx"], 2, ("callbacks.early_stopping.mode=maxx", "EarlyStopping")),
+]
+
+RANGES = [
+    # learning rate and weight decay: torch optimizers (by class: any torch.optim.Optimizer)
+    Value("lr-nan", ["model.optimizer.lr=nan"], 2, ("model.optimizer.lr=nan: not a number",)),
+    Value("lr-inf", ["model.optimizer.lr=inf"], 2, ("model.optimizer.lr=inf must be a finite number > 0 (AdamW)",)),
+    Value("lr-negative", ["model.optimizer.lr=-1"], 2, ("model.optimizer.lr=-1 must be a finite number > 0", "e.g. model.optimizer.lr=0.001")),
+    Value("lr-zero", ["model.optimizer.lr=0"], 2, ("model.optimizer.lr=0 must be a finite number > 0",)),
+    Value("lr-huge-but-finite", ["model.optimizer.lr=1e30"], "ok"),  # legal: a NaN loss stops it at run time
+    Value("weight-decay-negative", ["model.optimizer.weight_decay=-1"], 2, ("model.optimizer.weight_decay=-1 must be a finite number >= 0",)),
+    Value("weight-decay-inf", ["model.optimizer.weight_decay=inf"], 2, ("model.optimizer.weight_decay=inf",)),
+    Value("weight-decay-zero", ["model.optimizer.weight_decay=0"], "ok"),
+    Value("betas", ["+model.optimizer.betas=[0.9,1.5]"], 2, ("model.optimizer.betas=[0.9,1.5] must be a list of 2",)),
+    Value("momentum-one", ["model/optimizer=sgd", "model.optimizer.momentum=1"], 2, ("model.optimizer.momentum=1 must be a finite number in [0, 1)",)),
+    Value("nesterov-without-momentum", ["model/optimizer=sgd", "model.optimizer.momentum=0"], 2,
+          ("model.optimizer.momentum=0", "Nesterov momentum requires a momentum")),
+    Value("user-optimizer-class", ["model.optimizer._target_=torch.optim.RMSprop", "model.optimizer.lr=-0.1"], 2,
+          ("model.optimizer.lr=-0.1 must be a finite number > 0 (RMSprop)",)),
+    # schedulers: built on the optimizer and stepped
+    Value("plateau-factor-one", ["model/scheduler=plateau", "model.scheduler.factor=1"], 2, ("model.scheduler.factor=1 must be a finite number in (0, 1)",)),
+    Value("cosine-t-max-from-epochs", ["trainer.max_epochs=-1"], 2, ("model.scheduler.T_max=-1 (from ${trainer.max_epochs}) must be an integer >= 1",)),
+    Value("no-epoch-limit-constant-lr", ["trainer.max_epochs=-1", "model/scheduler=none"], "ok"),
+    Value("step-size-zero", ["model.scheduler._target_=torch.optim.lr_scheduler.StepLR", "~model.scheduler.T_max",
+                             "+model.scheduler.step_size=0"], 2, ("model.scheduler.step_size=0 must be an integer >= 1",)),
+    Value("exponential-gamma-negative", ["model.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR", "~model.scheduler.T_max",
+                                         "+model.scheduler.gamma=-1"], 2, ("model.scheduler.gamma=-1 must be a finite number > 0",)),
+    # dropout and widths: torch.nn's own checks on the meta device, and layers that pass nothing on
+    Value("dropout-above-one", ["model.net.dropout=1.5"], 2, ("model.net.dropout=1.5: torch.nn.Dropout refuses it",)),
+    Value("dropout-negative", ["model.net.dropout=-0.1"], 2, ("model.net.dropout=-0.1: torch.nn.Dropout refuses it",)),
+    Value("dropout-one", ["model.net.dropout=1.0"], 2, ("model.net.dropout=1.0", "would drop every activation")),
+    Value("dropout-zero", ["model.net.dropout=0"], "ok"),
+    Value("dropout-transformer", ["model=transformer", "data=wine", "model.net.dropout=2"], 2, ("model.net.dropout=2: torch.nn.Dropout",)),
+    Value("width-negative", ["model.net.hidden_dims=[64,-4]"], 2, ("model.net.hidden_dims=[64,-4]: torch.nn.Linear refuses it", "negative dimension")),
+    Value("width-zero", ["model.net.hidden_dims=[0]"], 2, ("model.net.hidden_dims=[0]: a layer of width 0",)),
+    Value("no-hidden-layer", ["model.net.hidden_dims=[]"], "ok"),  # a linear model
+    Value("cnn-width-negative", ["model=cnn", "model.net.hidden_dim=-1"], 2, ("model.net.hidden_dim=-1: torch.nn.Linear",)),
+    Value("cnn-channels-zero", ["model=cnn", "model.net.channels=[0]"], 2, ("model.net.channels=[0]: a layer of width 0",)),
+    Value("heads-do-not-divide", ["model=transformer", "data=wine", "model.net.num_heads=3"], 2,
+          ("model.net.num_heads=3: torch.nn.MultiheadAttention refuses it",)),
+    # seeds: NumPy's range, which Lightning's seed_everything enforces
+    Value("seed-zero", ["seed=0"], "ok"),
+    Value("seed-negative", ["seed=-1"], 2, ("seed=-1 must be an integer from 0 to 4294967295",)),
+    Value("seed-too-big", ["seed=4294967296"], 2, ("seed=4294967296 must be an integer from 0 to 4294967295",)),
+    Value("seed-largest-usable", ["seed=4294967275"], "ok"),  # + 20 epochs = 2**32 - 1
+    Value("split-seed-negative", ["data.split_seed=-1"], 2, ("data.split_seed=-1 must be an integer >= 0",)),
+    # Lightning Trainer arguments (by class: any Trainer subclass)
+    Value("accumulate-zero", ["trainer.accumulate_grad_batches=0"], 2, ("trainer.accumulate_grad_batches=0 must be an integer >= 1",)),
+    Value("accumulate-four", ["trainer.accumulate_grad_batches=4"], "ok"),
+    Value("max-epochs-zero", ["trainer.max_epochs=0"], 2, ("trainer.max_epochs=0 must be -1 or an integer >= 1",)),
+    Value("max-steps-zero", ["+trainer.max_steps=0"], 2, ("trainer.max_steps=0 must be -1 or an integer >= 1",)),
+    Value("limit-train-zero", ["+trainer.limit_train_batches=0"], 2, ("trainer.limit_train_batches=0 must be an integer >= 1",)),
+    Value("limit-train-over-one", ["+trainer.limit_train_batches=1.5"], 2, ("trainer.limit_train_batches=1.5",)),
+    Value("log-every-zero", ["trainer.log_every_n_steps=0"], 2, ("trainer.log_every_n_steps=0 must be an integer >= 1",)),
+    Value("clip-negative", ["trainer.gradient_clip_val=-1"], 2, ("trainer.gradient_clip_val=-1 must be a finite number >= 0",)),
+    Value("clip-positive", ["trainer.gradient_clip_val=1.0"], "ok"),
+    Value("lightning-own-check", ["+trainer.fast_dev_run=-1"], 2, ("trainer.fast_dev_run=-1", "Trainer (pytorch_lightning.Trainer) refuses")),
+    Value("checkpoint-top-k", ["callbacks.model_checkpoint.save_top_k=-2"], 2, ("callbacks.model_checkpoint.save_top_k=-2", "ModelCheckpoint")),
+    Value("batch-size-zero", ["data.batch_size=0"], 2, ("data.batch_size=0 must be an integer >= 1",)),
+    Value("workers-negative", ["data.num_workers=-1"], 2, ("data.num_workers=-1 must be an integer >= 0",)),
+    # devices and precision against this machine (a job sent elsewhere is checked where it runs)
+    cpu_only(Value("gpu-on-a-cpu-machine", ["trainer=gpu"], 2, ("trainer.accelerator=gpu", "Lightning cannot run this Trainer on this machine"))),
+    cpu_only(Value("ddp-on-a-cpu-machine", ["trainer=ddp"], 2, ("No supported gpu backend found",))),
+    Value("devices-zero", ["trainer.devices=0"], 2, ("trainer.devices=0", "not a valid input")),
+    Value("more-cpu-processes-than-cores", ["trainer=ddp_cpu", f"trainer.devices={(os.cpu_count() or 1) + 1}"], "warn", ("CPU processes share the",)),
+    Value("fp16-on-cpu", ["trainer.accelerator=cpu", "trainer.precision=16-mixed"], "warn", ("Using `precision='bf16-mixed'` instead",)),
+]
+
+EMPTINESS = [
+    Value("val-split-empty", ["data.val_fraction=0"], 2, ("data.val_fraction=0 leaves the validation split empty",)),
+    Value("test-split-empty", ["data.test_fraction=0"], 2, ("data.test_fraction=0 leaves the test split empty", "test=false")),
+    Value("test-split-empty-untested", ["data.test_fraction=0", "test=false"], "ok"),
+    Value("no-training-data", ["data.val_fraction=0.6", "data.test_fraction=0.5"], 2, ("leaves no training data",)),
+    Value("val-split-rounds-to-none", lambda f: ["data=files", f"data.path={f['good']}", "data.val_fraction=0.01"], 2,
+          ("data.val_fraction=0.01 of good.csv's 40 samples holds out none", "data.val_fraction=0.0126")),
+    Value("too-few-rows-to-split", lambda f: ["data=files", f"data.path={f['tiny']}"], 2, ("tiny.csv's 3 samples holds out none",)),
+    Value("csv-header-no-rows", lambda f: ["data=files", f"data.path={f['header_only']}"], 3, ("header_only.csv: a header (3 columns) but no rows",)),
+    Value("csv-empty-file", lambda f: ["data=files", f"data.path={f['empty_csv']}"], 3, ("empty.csv: the file is empty",)),
+    Value("parquet-no-rows", lambda f: ["data=files", f"data.path={f['empty_parquet']}"], 3, ("empty.parquet: a header", "no rows")),
+    Value("npz-no-samples", lambda f: ["data=files", f"data.path={f['npz_empty']}"], 3, ("empty.npz: arrays 'x' and 'y' hold no samples",)),
+    Value("image-folder-no-images", lambda f: ["data=files", f"data.path={f['no_images']}", "model=cnn"], 3, ("no images found",)),
+    Value("no-tags", ["tags=[]"], "ok"),
+    Value("validation-batches-none", ["+trainer.limit_val_batches=0"], 2, ("trainer.limit_val_batches=0 skips validation",)),
+]
+
+CONSISTENCY = [
+    Value("min-above-max-epochs", ["trainer.min_epochs=30"], 2, ("trainer.min_epochs=30 > trainer.max_epochs=20",)),
+    Value("never-validated", ["trainer.check_val_every_n_epoch=30"], 2, ("trainer.check_val_every_n_epoch=30 > trainer.max_epochs=20",)),
+    Value("never-validated-training-metric", ["trainer.check_val_every_n_epoch=30", "monitor.metric=train/loss"], "ok"),
+    Value("seed-plus-epochs", ["seed=4294967290"], 2, ("seed=4294967290: epoch e is seeded with seed + e + 1", "at most 4294967275")),
+    Value("derived-value-named-once", ["seed=-1"], 2, ("seed=-1",)),  # data.shuffle_seed=${seed} is not refused again
+    Value("target-among-features", lambda f: ["data=files", f"data.path={f['good']}", "data.feature_columns=[f0,label]"], 2,
+          ("data.feature_columns=[f0,label] includes the target column 'label'",)),
+    Value("feature-twice", lambda f: ["data=files", f"data.path={f['good']}", "data.feature_columns=[f0,f0]"], 2,
+          ("data.feature_columns=[f0,f0] names f0 more than once",)),
+    Value("duplicate-column-names", lambda f: ["data=files", f"data.path={f['duplicate_columns']}"], 3,
+          ("duplicate_columns.csv: 2 columns are named 'a' (columns [1, 2])", "'a.1'")),
+    Value("nameless-column", lambda f: ["data=files", f"data.path={f['index_column']}"], 3, ("index_column.csv: a column has no name",)),
+    Value("nameless-column-not-a-feature", lambda f: ["data=files", f"data.path={f['index_column']}", "data.feature_columns=[f0,f1]"], "ok"),
+    Value("model-does-not-fit-data", ["model=cnn", "data=wine"], 2, ("model 'CNN'", "data 'wine'")),
+]
+
+
+def outcome(value: Value, files: dict[str, Path]) -> tuple[str | int, str]:
+    """What `expkit validate` decides for ``value``: the outcome and the message (or warnings)."""
+    from expkit.config.validate import _combine, check
+
+    problems, notes, _ = check(compose(value.config, value.overrides(files)), task=value.config)
+    if problems:
+        error = _combine(problems)
+        assert len(problems) == 1, f"one problem, reported once: {[str(p) for p in problems]}"
+        return error.exit_code, str(error)
+    return ("warn" if notes else "ok"), "\n".join(notes)
+
+
+def check_outcome(value: Value, files: dict[str, Path]) -> None:
+    got, message = outcome(value, files)
+    assert got == value.outcome, f"{value.id}: expected {value.outcome}, got {got}: {message}"
+    for phrase in value.phrases:
+        assert phrase in message, f"{phrase!r} not in: {message}"
+    if isinstance(got, int):
+        assert "\n" not in message, "a refusal is one line"
+
+
+@pytest.mark.parametrize("value", TYPES, ids=[v.id for v in TYPES])
+def test_value_types(value, bad):
+    check_outcome(value, bad)
+
+
+@pytest.mark.parametrize("value", RANGES, ids=[v.id if isinstance(v, Value) else v.id for v in RANGES])
+def test_value_ranges(value, bad):
+    check_outcome(value, bad)
+
+
+@pytest.mark.parametrize("value", EMPTINESS, ids=[v.id for v in EMPTINESS])
+def test_emptiness(value, bad):
+    check_outcome(value, bad)
+
+
+@pytest.mark.parametrize("value", CONSISTENCY, ids=[v.id for v in CONSISTENCY])
+def test_consistency_between_keys(value, bad):
+    check_outcome(value, bad)
+
+
+def test_an_empty_split_found_when_the_data_loads_names_the_fraction():
+    """Bundled data declares no sample count: the split is checked when it loads."""
+    from hydra.utils import instantiate
+
+    from expkit.errors import ConfigError
+
+    datamodule = instantiate(compose("train", ["data=wine", "data.test_fraction=0.001"]).data)
+    with pytest.raises(ConfigError, match=r"data.test_fraction=0.001 of wine's 178 samples holds out none: use at least "
+                                          r"data.test_fraction=0.00282 .*test=false"):
+        datamodule.setup("fit")
+
+
+def test_annotated_ranges_apply_to_any_component(bad):
+    """A component of the user's own declares its ranges with typing.Annotated; expkit reads them."""
+    from expkit.config.targets import check_targets
+
+    node = {"_target_": f"{__name__}.Smoother", "rate": 1.5, "widths": [8, 0], "name": "x"}
+    problems = [str(p) for p in check_targets({"smoother": node}, {})]
+    assert problems == [
+        "smoother.rate=1.5 must be a finite number in [0, 1) (Smoother); e.g. smoother.rate=0.1 (Smoother's default).",
+        "smoother.widths=[8,0] must be a list, each an integer > 0 (Smoother); e.g. smoother.widths=[8] (Smoother's default).",
+    ]
+    assert not check_targets({"smoother": {**node, "rate": 0.5, "widths": [8]}}, {})
+
+
+class Smoother:
+    """A stand-in for a user's component (importable by _target_ from this module)."""
+
+    def __init__(self, rate: Annotated[float, Range(ge=0, lt=1)] = 0.1,
+                 widths: Sequence[Annotated[int, Gt(0)]] = (8,), name: str = "smoother") -> None:
+        self.rate, self.widths, self.name = rate, widths, name
 
 
 def test_command_line_errors_do_not_import_torch(tmp_path):
@@ -296,8 +524,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from expkit.callbacks import StopOnNonFiniteLoss
     from expkit.build import build_model, data_sizes
+    from expkit.callbacks import StopOnNonFiniteLoss
     from expkit.errors import NonFiniteLoss
 
     class Diverge(pl.Callback):
@@ -389,10 +617,21 @@ def test_sweep_expansion_is_the_product(sweep):
     assert {line for job in jobs for line in job} == {f"{key}={v}" for key, vals in sweep.items() for v in vals}
 
 
-@given(st.one_of(st.integers(), st.none(), st.floats(allow_nan=True), st.text(max_size=5), st.booleans()))
-def test_schema_accepts_exactly_integer_or_null_seeds(seed):
+@given(st.one_of(st.integers(), st.integers(-3, 3), st.integers(MAX_SEED - 3, MAX_SEED + 3), st.none(),
+                 st.floats(allow_nan=True), st.text(max_size=5), st.booleans()))
+def test_schema_accepts_exactly_the_seeds_numpy_takes_or_null(seed):
     problems = check_schema({"seed": seed}, task="none")
-    valid = seed is None or (isinstance(seed, int) and not isinstance(seed, bool))
+    valid = seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED)
     assert (not problems) == valid
     if problems:
-        assert f"seed={seed!r} must be an integer" in str(problems[0])
+        assert f"seed={seed!r} must be an integer from 0 to {MAX_SEED}" in str(problems[0])
+
+
+def test_the_seed_range_is_the_one_seeding_accepts():
+    """MAX_SEED is what Lightning's seed_everything (NumPy's range) accepts, and no more."""
+    from lightning_fabric.utilities.seed import seed_everything
+
+    assert seed_everything(0, verbose=False) == 0 and seed_everything(MAX_SEED, verbose=False) == MAX_SEED
+    for seed in (-1, MAX_SEED + 1):
+        with pytest.raises(ValueError):
+            seed_everything(seed, verbose=False)

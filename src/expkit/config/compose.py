@@ -14,17 +14,16 @@ Imports nothing heavy (no torch), so ``--cfg job`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expkit.config.suggest import did_you_mean
-from expkit.errors import ConfigError, exit_with
+from expkit.errors import ConfigError
+
 
 @contextmanager
 def hydra_context() -> Iterator[None]:
@@ -126,11 +125,13 @@ def check_group_options(overrides: Sequence[str], config_name: str | None = None
         options = group_options(group, config_name, overrides)
         if not options:
             continue
-        if override.is_discrete_sweep():
-            chosen = list(override.sweep_string_iterator())
+        if override.is_discrete_sweep():  # each value may itself be a list: logger=[csv],[none]
+            from hydra.core.override_parser.types import Transformer
+
+            values = list(override.sweep_iterator(transformer=Transformer.identity))
         else:
-            value = override.value()
-            chosen = value if isinstance(value, list) else [value]
+            values = [override.value()]
+        chosen = [option for value in values for option in (value if isinstance(value, list) else [value])]
         for option in chosen:
             if option is None or str(option) in ("null", *options):
                 continue

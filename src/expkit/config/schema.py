@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expkit.config.suggest import closest
+from expkit.config.suggest import closest, edit_distance
 from expkit.errors import ConfigError, DataError
 
 _MISSING = object()
+# Lightning seeds NumPy, which takes 0 .. 2**32 - 1; expkit reseeds every epoch with seed + epoch + 1.
+MAX_SEED = 2**32 - 1
 
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fraction(value: Any) -> bool:
@@ -45,7 +51,7 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("task_name", "a non-empty string", lambda v: isinstance(v, str) and bool(v)),
     Field("tags", "a list of strings, e.g. tags=[baseline,cnn]", lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
-    Field("seed", "an integer (0 included) or null", lambda v: v is None or _int(v)),
+    Field("seed", f"an integer from 0 to {MAX_SEED} (NumPy's seed range), or null", lambda v: v is None or _int(v) and 0 <= v <= MAX_SEED),
     Field("monitor", "a mapping with metric and mode", lambda v: isinstance(v, Mapping)),
     Field("monitor.metric", "the name of a metric the module logs, e.g. val/loss", lambda v: isinstance(v, str) and bool(v)),
     Field("monitor.mode", "min or max", lambda v: v in ("min", "max")),
@@ -57,11 +63,11 @@ FIELDS: tuple[Field, ...] = (
     Field("data.val_fraction", "a number in [0, 1)", _fraction),
     Field("data.test_fraction", "a number in [0, 1)", _fraction),
     Field("data.num_workers", "an integer >= 0", lambda v: _int(v) and v >= 0),
+    Field("data.split_seed", "an integer >= 0 (NumPy seeds the split)", lambda v: _int(v) and v >= 0),
+    Field("data.shuffle_seed", "an integer >= 0, or null", lambda v: v is None or _int(v) and v >= 0),
     Field("data.pin_memory", "true, false or null (null: pinned when training on a GPU)", lambda v: v is None or isinstance(v, bool)),
     Field("model", "a config with a _target_ (pick one with model=<option>)", _target_node),
     Field("trainer", "a config with a _target_ (pick one with trainer=<option>)", _target_node),
-    Field("trainer.max_epochs", "an integer >= 1 (or -1: no limit)", lambda v: _int(v) and (v >= 1 or v == -1)),
-    Field("trainer.min_epochs", "an integer >= 0, or null", lambda v: v is None or _int(v) and v >= 0),
     Field("logger", "null or named logger configs with a _target_ each", _group_of_targets),
     Field("callbacks", "null or named callback configs with a _target_ each", _group_of_targets),
     Field("paths.data_dir", "a directory path", lambda v: isinstance(v, str) and bool(v)),
@@ -85,6 +91,81 @@ def lookup(config: Mapping, key: str) -> Any:
     return node
 
 
+# -- consistency between keys: each rule returns what is wrong (one line with the fix) or None ----
+def _validates(config: Mapping) -> str | None:
+    """The monitored metric, when it is a validation metric (``val/...``)."""
+    metric = lookup(config, "monitor.metric")
+    return metric if isinstance(metric, str) and metric.startswith("val/") else None
+
+
+def _max_epochs(config: Mapping) -> int | None:
+    value = lookup(config, "trainer.max_epochs")
+    return value if _int(value) and value >= 1 else None
+
+
+def no_training_data(config: Mapping, task: str) -> str | None:
+    val, test = lookup(config, "data.val_fraction"), lookup(config, "data.test_fraction")
+    if _fraction(val) and _fraction(test) and val + test >= 1:
+        return f"data.val_fraction + data.test_fraction = {val + test:g} leaves no training data: lower one of them."
+    return None
+
+
+def no_validation_data(config: Mapping, task: str) -> str | None:
+    """Training validates every epoch (the monitored metric, the best checkpoint, early stopping
+    and the final validation of the best checkpoint all need it): an empty split is refused."""
+    if task == "train" and lookup(config, "data.val_fraction") == 0:
+        return ("data.val_fraction=0 leaves the validation split empty, and training validates every epoch (the best "
+                "checkpoint, early stopping, monitor.metric); set data.val_fraction above 0, e.g. data.val_fraction=0.15.")
+    return None
+
+
+def no_test_data(config: Mapping, task: str) -> str | None:
+    if task == "train" and lookup(config, "data.test_fraction") == 0 and lookup(config, "test") is True:
+        return ("data.test_fraction=0 leaves the test split empty but test=true tests the best checkpoint on it; "
+                "set data.test_fraction above 0 (e.g. 0.15), or test=false to train without a test split.")
+    return None
+
+
+def never_validated(config: Mapping, task: str) -> str | None:
+    """A validation metric is monitored but validation never runs."""
+    metric, epochs = _validates(config), _max_epochs(config)
+    every = lookup(config, "trainer.check_val_every_n_epoch")
+    if task != "train" or metric is None:
+        return None
+    if epochs and _int(every) and every > epochs:
+        return (f"trainer.check_val_every_n_epoch={every} > trainer.max_epochs={epochs}: validation never runs, so "
+                f"monitor.metric={metric} is never measured; lower trainer.check_val_every_n_epoch to at most {epochs}.")
+    return None
+
+
+def no_validation_batches(config: Mapping, task: str) -> str | None:
+    limit = lookup(config, "trainer.limit_val_batches")
+    if task == "train" and _number(limit) and limit == 0:
+        return ("trainer.limit_val_batches=0 skips validation, and training validates (the best checkpoint, early "
+                "stopping, monitor.metric, the final validation); remove it or set it above 0, e.g. 1.0 (every batch).")
+    return None
+
+
+def epochs_order(config: Mapping, task: str) -> str | None:
+    low, high = lookup(config, "trainer.min_epochs"), _max_epochs(config)
+    if task == "train" and _int(low) and high and low > high:
+        return f"trainer.min_epochs={low} > trainer.max_epochs={high}: raise trainer.max_epochs or lower trainer.min_epochs."
+    return None
+
+
+def seeds_in_range(config: Mapping, task: str) -> str | None:
+    """Every epoch is reseeded with ``seed + epoch + 1`` (``expkit.reproducibility.EpochSeeder``)."""
+    seed, epochs = lookup(config, "seed"), _max_epochs(config)
+    if task == "train" and _int(seed) and 0 <= seed <= MAX_SEED and epochs and seed + epochs > MAX_SEED:
+        return (f"seed={seed}: epoch e is seeded with seed + e + 1, which passes {MAX_SEED} (NumPy's largest seed) within "
+                f"trainer.max_epochs={epochs}; use a seed of at most {MAX_SEED - epochs}.")
+    return None
+
+
+CONSISTENCY = (no_training_data, no_validation_data, no_validation_batches, no_test_data, never_validated, epochs_order,
+               seeds_in_range)
+
+
 def check_schema(config: Mapping, task: str = "train") -> list[ConfigError]:
     """Every schema problem of the resolved ``config`` of ``task``, one error each."""
     problems: list[ConfigError] = []
@@ -95,15 +176,15 @@ def check_schema(config: Mapping, task: str = "train") -> list[ConfigError]:
         value = lookup(config, field.key)
         if value is not _MISSING and not field.check(value):
             problems.append(ConfigError(f"{field.key}={value!r} must be {field.expected}."))
-    val, test = lookup(config, "data.val_fraction"), lookup(config, "data.test_fraction")
-    if _fraction(val) and _fraction(test) and val + test >= 1:
-        problems.append(ConfigError(
-            f"data.val_fraction + data.test_fraction = {val + test:g} leaves no training data: lower one of them."
-        ))
+    for rule in CONSISTENCY:
+        found = rule(config, task)
+        if found:
+            problems.append(ConfigError(found))
     # A top-level key one typo away from a known one is a misspelling, not a new setting.
     for key in config:
         match = closest(str(key), TOP_LEVEL - {key}) if key not in TOP_LEVEL else None
-        if match:
+        # Only a misspelling: a new key that contains a known one (+extra_data=...) is deliberate.
+        if match and edit_distance(str(key), match) <= max(1, len(str(key)) // 3):
             problems.append(ConfigError(f"{key}: unknown top-level key. Did you mean '{match}'?"))
     ckpt = lookup(config, "ckpt_path")
     if isinstance(ckpt, str) and not Path(ckpt).is_file():

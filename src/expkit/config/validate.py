@@ -4,26 +4,37 @@
     validate(cfg)          # raises ConfigError (exit 2) or DataError (exit 3) listing every problem
 
 Checks, in order: every required value is set and every interpolation resolves; expkit's own keys
-match their schema (``schema.py``); every ``_target_`` imports and its arguments bind to its
-signature (``targets.py``); ``data`` builds a ``LightningDataModule`` (constructed only: no data is
-loaded) whose files exist, and ``model`` names a ``LightningModule``; when the data declares
-sizes, the model fits them (``expkit.build``); a ``ckpt_path`` is a readable checkpoint trained on
-data of the same sizes. No model weights are allocated.
+match their schema and agree with each other (``schema.py``); every ``_target_`` imports, its
+arguments bind to its signature and lie in their ranges (``targets.py``: annotations, and rules by
+class for Lightning's Trainer and torch's optimizers and schedulers); the optimizers, schedulers,
+Trainer and Lightning's callbacks are built as far as that costs nothing (``targets.probe_components``;
+with ``hardware=True`` the Trainer's devices are checked against this machine); ``data`` builds a
+``LightningDataModule`` (constructed only: no data is loaded) whose files exist, and ``model``
+names a ``LightningModule``; when the data declares sizes, the model fits them (``expkit.build``)
+and is built on PyTorch's ``meta`` device (``targets.probe_model``: no memory); a ``ckpt_path`` is a
+readable checkpoint trained on data of the same sizes. No model weights are allocated.
+
+Legal but degenerate values are logged as warnings (``expkit`` logger) and returned by
+:func:`check` with the problems.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from expkit.build import INJECTED_ARGUMENTS
 from expkit.config.compose import check_resolvable, compose, hydra_context
 from expkit.config.schema import REQUIRED, check_schema
-from expkit.build import INJECTED_ARGUMENTS
-from expkit.config.targets import check_targets, target_nodes
+from expkit.config.targets import check_targets, probe_components, probe_model, target_nodes
 from expkit.errors import ConfigError, DataError, ExpkitError
+
+log = logging.getLogger("expkit")
 
 
 def _combine(problems: list[ExpkitError]) -> ExpkitError:
@@ -43,8 +54,9 @@ def _data_key(data_cfg: Mapping, path: Path) -> str:
     return f"data ({path})"
 
 
-def _check_data(config: Mapping) -> tuple[Any, dict[str, Any], list[ExpkitError]]:
-    """The datamodule (constructed: nothing loaded), the sizes it declares and its problems."""
+def _check_data(config: Mapping, task: str) -> tuple[Any, dict[str, Any], list[ExpkitError]]:
+    """The datamodule (constructed: nothing loaded), the sizes it declares and its problems; for
+    training, an empty split too when the datamodule knows its sample count (``split_sizes``)."""
     from expkit.build import build_datamodule, data_sizes
     from expkit.tracking.data_version import data_files
 
@@ -64,7 +76,11 @@ def _check_data(config: Mapping) -> tuple[Any, dict[str, Any], list[ExpkitError]
 
                     fetch = f": {FIX}"
                 raise DataError(f"{_data_key(data_cfg, Path(path))}: {path} does not exist{fetch}.")
-        return datamodule, data_sizes(datamodule), []
+        sizes = data_sizes(datamodule)
+        counts = getattr(datamodule, "split_sizes", None)
+        if callable(counts) and task == "train":
+            counts()
+        return datamodule, sizes, []
     except ExpkitError as exc:
         return None, {}, [exc]
     except Exception as exc:
@@ -91,7 +107,7 @@ def _check_model(config: Mapping, sizes: Mapping[str, Any], data: str) -> list[E
         check_model_fits_data(model_cfg, sizes, data)
     except ExpkitError as exc:
         return [exc]
-    return []
+    return probe_model(model_cfg, sizes)
 
 
 def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool) -> list[ExpkitError]:
@@ -130,14 +146,26 @@ def _plain(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def validate(cfg: DictConfig | Mapping, task: str | None = None) -> dict[str, Any]:
+def validate(cfg: DictConfig | Mapping, task: str | None = None, hardware: bool = True) -> dict[str, Any]:
     """Check ``cfg`` (a composed job config) for ``task`` (``train``/``eval``; default: from
     ``task_name``, training otherwise); return the sizes the data declares (``{}`` without data
-    or sizes).
+    or sizes). ``hardware``: the job runs on this machine, so the Trainer's accelerator and devices
+    are checked against it (``False`` for jobs a launcher sends elsewhere, e.g. SLURM).
 
     Raises one :class:`ConfigError` (exit code 2) listing every problem, or a :class:`DataError`
-    (exit code 3) when all problems are missing or unreadable files.
+    (exit code 3) when all problems are missing or unreadable files. Warnings (legal but
+    degenerate values) go to the ``expkit`` logger.
     """
+    problems, notes, sizes = check(cfg, task, hardware)
+    for note in notes:
+        log.warning(note)
+    if problems:
+        raise _combine(problems)
+    return sizes
+
+
+def check(cfg: DictConfig | Mapping, task: str | None = None, hardware: bool = True) -> tuple[list[ExpkitError], list[str], dict[str, Any]]:
+    """:func:`validate`'s findings without raising: the problems, the warnings, the data's sizes."""
     from expkit.build import describe_data
 
     if not isinstance(cfg, DictConfig):
@@ -149,19 +177,77 @@ def validate(cfg: DictConfig | Mapping, task: str | None = None) -> dict[str, An
         task = config.get("task_name") if config.get("task_name") in REQUIRED else "train"
 
     problems: list[ExpkitError] = list(check_schema(config, task))
-    datamodule, sizes, found = _check_data(config)
+    datamodule, sizes, found = _check_data(config, task)
     problems += found
     # The model may take the sizes the data declares: they are supplied, not missing.
     rest = {k: v for k, v in config.items() if k != "data"}
     target_problems = check_targets(rest, {**INJECTED_ARGUMENTS, "model": tuple(sizes)})
     problems += target_problems
-    if datamodule is not None and not any(str(p).startswith("model") for p in target_problems):
+    notes: list[str] = []
+    if not target_problems:  # built only when their arguments bind
+        found, notes = probe_components(rest, hardware=hardware)
+        problems += found
+    if datamodule is not None and not any(str(p).startswith("model") for p in problems):
         problems += _check_model(config, sizes, describe_data(datamodule, sizes))
     if not any(str(p).startswith("ckpt_path") for p in problems):
         problems += _check_checkpoint(config, sizes, trust=config.get("trust_checkpoint") is True)
-    if problems:
-        raise _combine(problems)
-    return sizes
+    return _traced(problems, interpolations(cfg)), notes, sizes
+
+
+def interpolations(cfg: DictConfig) -> dict[str, str]:
+    """``{key: "${...}"}`` for every value of ``cfg`` that is an interpolation."""
+    found: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, str) and "${" in node:
+            found[key] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found
+
+
+_LEADING_VALUE = re.compile(r"^([A-Za-z_][\w.]*)=(\S+?)(?=:| must| \()")
+
+
+def _traced(problems: list[ExpkitError], origins: Mapping[str, str]) -> list[ExpkitError]:
+    """Problems with the interpolation each value came from (``model.scheduler.T_max=-1 (from
+    ${trainer.max_epochs})``), each key once; a problem whose value only repeats another refused
+    key is dropped (``data.shuffle_seed=${seed}`` with a bad ``seed``)."""
+    refused = {m.group(1) for m in (_LEADING_VALUE.match(str(p)) for p in problems) if m}
+    kept: list[ExpkitError] = []
+    named: set[str] = set()
+    for problem in problems:
+        found = _LEADING_VALUE.match(str(problem))
+        if found and found.group(1) in named:  # the schema and the signature may both refuse a key: once
+            continue
+        named |= {found.group(1)} if found else set()
+        origin = origins.get(found.group(1)) if found else None
+        if origin is None or not isinstance(problem, ConfigError):
+            kept.append(problem)
+        elif re.fullmatch(r"\$\{([\w.]+)\}", origin) and origin[2:-1] in refused:
+            continue
+        else:
+            text = str(problem)
+            kept.append(type(problem)(f"{text[:found.end()]} (from {origin}){text[found.end():]}"))
+    return kept
+
+
+# Launchers whose jobs run on this machine: their Trainer devices are checked here. Any other
+# launcher's job (SLURM, ...) checks them itself, where it runs, before it builds anything.
+LOCAL_LAUNCHERS = (
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+)
+
+
+def runs_here(launcher: str | None) -> bool:
+    """Whether a multirun's jobs run on this machine, by their launcher's ``_target_``."""
+    return launcher is None or launcher in LOCAL_LAUNCHERS
 
 
 def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train") -> list[dict[str, Any]]:
@@ -176,7 +262,11 @@ def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train") ->
     with hydra_context():
         for number, job in enumerate(jobs):
             try:
-                specs.append(validate(compose(config_name, job), task))
+                cfg = compose(config_name, job, hydra=True)
+                launcher = OmegaConf.select(cfg, "hydra.launcher._target_")
+                with open_dict(cfg):
+                    del cfg["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
+                specs.append(validate(cfg, task, hardware=runs_here(launcher)))
             except ExpkitError as exc:
                 label = " ".join(job) or "no overrides"
                 raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None

@@ -67,8 +67,14 @@ class DataSpec:
         return f"data '{self.name}' (" + ", ".join(f"{k}={v}" for k, v in self.sizes.items()) + ")"
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A permutation of ``range(n)`` cut into train/val/test; the same for the same arguments."""
+def split_sizes(n: int, val_fraction: float, test_fraction: float, name: str = "the data") -> dict[str, int]:
+    """Samples in the train/val/test splits of ``n`` samples (``round(n * fraction)`` each held out).
+
+    Raises :class:`ConfigError` (exit code 2) naming the fraction to change when a fraction is
+    outside [0, 1), when a split with a fraction above 0 gets no sample (a fraction of exactly 0
+    leaves its split empty on purpose) or when nothing is left to train. ``n=0`` checks the
+    fractions only.
+    """
     for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{key}={value} must be in [0, 1).")
@@ -77,8 +83,29 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
             "training data: lower one of them."
         )
+    sizes = {"test": round(n * test_fraction), "val": round(n * val_fraction)}
+    if n == 0:  # the fractions alone are checked (no data: setup refuses an empty training split)
+        return {**sizes, "train": 0}
+    sizes["train"] = n - sizes["test"] - sizes["val"]
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if fraction > 0 and sizes[split] == 0:
+            # round(n * f) >= 1 needs n * f >= 0.5; 3 significant digits, rounded up.
+            least = float(f"{0.5 / n:.2e}") + 10 ** (math.floor(math.log10(0.5 / n)) - 2)
+            instead = " (or data.test_fraction=0 test=false: no test split)" if split == "test" else ""
+            raise ConfigError(f"data.{split}_fraction={fraction:g} of {name}'s {n} samples holds out none: use at least "
+                              f"data.{split}_fraction={least:.3g} (one sample){instead}.")
+    if sizes["train"] == 0:
+        raise ConfigError(f"data.val_fraction={val_fraction:g} and data.test_fraction={test_fraction:g} of {name}'s {n} samples "
+                          "leave none to train on: lower them.")
+    return sizes
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int, name: str = "the data") -> dict[str, np.ndarray]:
+    """A permutation of ``range(n)`` cut into train/val/test (:func:`split_sizes`); the same for
+    the same arguments."""
+    sizes = split_sizes(n, val_fraction, test_fraction, name)
     order = np.random.default_rng(seed).permutation(n)
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    n_test, n_val = sizes["test"], sizes["val"]
     return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
 
 
@@ -150,7 +177,7 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def load_splits(self) -> Splits:
         x, y = self.load_arrays()
-        idx = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
+        idx = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed, self.name)
         return {stage: (x[i], y[i]) for stage, i in idx.items()}
 
     def load_predict_inputs(self) -> np.ndarray:
@@ -161,6 +188,17 @@ class ArrayDataModule(pl.LightningDataModule):
     def source_files(self) -> list[Path]:
         """Files or folders the source data is read from (none for generated or bundled data)."""
         return []
+
+    def declared_num_samples(self) -> int | None:
+        """How many samples the source holds, when that is known without loading it (``None``:
+        found when ``setup`` loads the data)."""
+        return None
+
+    def split_sizes(self) -> dict[str, int] | None:
+        """Samples per split (``train``/``val``/``test``) before anything is loaded, when
+        :meth:`declared_num_samples` is known; raises like :func:`split_sizes` (an empty split)."""
+        n = None if self.processed_dir else self.declared_num_samples()
+        return None if n is None else split_sizes(n, self.val_fraction, self.test_fraction, self.name)
 
     # -- prepared splits (DVC `prepare` stage) -------------------------------------------------
     def data_files(self) -> list[Path]:

@@ -60,6 +60,14 @@ class FilesDataModule(ArrayDataModule):
         self.classes: list = []
         self.features: list[str] | None = None  # a table's feature columns, as training read them
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._num_samples: int | None = None  # rows of a table, samples of an .npz, once peeked
+        if self.feature_columns:
+            if target_column in self.feature_columns:
+                raise ConfigError(f"data.feature_columns=[{','.join(self.feature_columns)}] includes the target column {target_column!r} "
+                                  "(data.target_column): the label would be an input; remove it from data.feature_columns.")
+            twice = sorted({c for c in self.feature_columns if self.feature_columns.count(c) > 1})
+            if twice:
+                raise ConfigError(f"data.feature_columns=[{','.join(self.feature_columns)}] names {', '.join(twice)} more than once; list each column once.")
 
     def declare_spec(self) -> DataSpec:
         """Read only what the spec needs (a table's header and label column, an archive's array
@@ -81,6 +89,14 @@ class FilesDataModule(ArrayDataModule):
         if self.task == "classification":
             self.classes = self._classes(labels)[0]
         return self._spec_of(shape, labels)
+
+    def declared_num_samples(self) -> int | None:
+        """The rows of a table or samples of an ``.npz``, counted from its label column or array
+        header (an image folder's are counted when it is read)."""
+        if self._arrays is not None:
+            return len(self._arrays[1])
+        self.spec  # noqa: B018 - peeking the file counts its samples
+        return self._num_samples
 
     def _spec_of(self, shape: tuple[int, ...], labels: np.ndarray) -> DataSpec:
         if self.task == "classification":
@@ -153,18 +169,58 @@ class FilesDataModule(ArrayDataModule):
 
                 return pq.read_schema(self.path).empty_table().to_pandas()
             return pd.read_parquet(self.path, columns=kwargs.get("usecols"))
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{self.path}: the file is empty (no header, no rows); write the table into it.") from None
         except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
             raise DataError(f"{self.path}: cannot be read as a table ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).") from exc
 
+    def _check_header(self, columns: list[str], nameless: bool = True) -> None:
+        """Refuse column names that pandas would silently change: a repeated name (the second
+        ``a`` becomes ``a.1``) and, with ``nameless``, a nameless column among the features
+        (``Unnamed: 0``, usually a row index saved with the table)."""
+        raw = self._raw_columns()
+        repeated = sorted({c for c in raw if raw.count(c) > 1})
+        if repeated:
+            name = repeated[0]
+            places = [i + 1 for i, c in enumerate(raw) if c == name]
+            raise DataError(f"{self.path}: {len(places)} columns are named {name!r} (columns {places}); pandas would rename "
+                            f"the second to {name + '.1'!r}. Give each column its own name.")
+        if nameless and self.feature_columns is None:
+            unnamed = [c for c, r in zip(columns, raw, strict=False) if not r.strip() and c != self.target_column]
+            if unnamed:
+                raise DataError(f"{self.path}: a column has no name (read as {unnamed[0]!r}; often a row index saved with "
+                                "the table, e.g. to_csv without index=False); name it, drop it, or list the features in "
+                                "data.feature_columns.")
+
+    def _raw_columns(self) -> list[str]:
+        """The header's names as written in the file."""
+        if self.path.suffix.lower() == ".csv":
+            first = self._read_table_part(header=None, nrows=1, dtype=str, keep_default_na=False)
+            return [str(c) for c in first.iloc[0]] if len(first) else []
+        import pyarrow.parquet as pq
+
+        try:  # pandas' saved index is not a column
+            return [n for n in pq.read_schema(self.path).names if not n.startswith("__index_level_")]
+        except Exception:  # noqa: BLE001 - reading the table names the problem
+            return []
+
     def _peek_table(self) -> tuple[tuple[int, ...], np.ndarray]:
         header = self._read_table_part(nrows=0)
-        features = self._table_columns([str(c) for c in header.columns])
+        columns = [str(c) for c in header.columns]
+        self._check_header(columns)
+        features = self._table_columns(columns)
         if self.path.suffix.lower() == ".csv":  # dtypes from the first rows; setup checks every row
-            self._check_table(self._read_table_part(usecols=features, nrows=1000), features, sample=True)
+            first = self._read_table_part(usecols=features, nrows=1000)
+            if first.empty:
+                raise DataError(f"{self.path}: a header ({len(columns)} columns) but no rows; add data rows.")
+            self._check_table(first, features, sample=True)
         else:
             self._check_table(header, features)
         labels = self._read_table_part(usecols=[self.target_column])
+        if labels.empty:
+            raise DataError(f"{self.path}: a header ({len(columns)} columns) but no rows; add data rows.")
         self._check_table(labels, [])
+        self._num_samples = len(labels)
         return (len(features),), labels[self.target_column].to_numpy()
 
     def _peek_npz(self) -> tuple[tuple[int, ...], np.ndarray]:
@@ -193,6 +249,9 @@ class FilesDataModule(ArrayDataModule):
             raise DataError(f"{self.path}: array {self.x_key!r} has dtype {dtype}, expected numbers.")
         if not shape or shape[0] != len(labels):
             raise DataError(f"{self.path}: {shape[0] if shape else 0} samples in {self.x_key!r} but {len(labels)} labels in {self.y_key!r}.")
+        if shape[0] == 0:
+            raise DataError(f"{self.path}: arrays {self.x_key!r} and {self.y_key!r} hold no samples; write the data into them.")
+        self._num_samples = int(shape[0])
         return tuple(int(d) for d in shape[1:]), labels
 
     def _peek_image_folder(self) -> tuple[tuple[int, ...], np.ndarray]:
@@ -268,6 +327,7 @@ class FilesDataModule(ArrayDataModule):
         if self.path.suffix.lower() in TABLE_SUFFIXES:
             table = self._read_table_part()
             table.columns = [str(c) for c in table.columns]
+            self._check_header(list(table.columns), nameless=False)  # the features are training's
             features = self.feature_columns or self.features or [c for c in table.columns if c != self.target_column]
             missing = [c for c in features if c not in table.columns]
             if missing:
@@ -288,6 +348,9 @@ class FilesDataModule(ArrayDataModule):
     def _read_table(self) -> tuple[np.ndarray, np.ndarray]:
         table = self._read_table_part()
         table.columns = [str(c) for c in table.columns]
+        self._check_header(list(table.columns))
+        if table.empty:
+            raise DataError(f"{self.path}: a header ({len(table.columns)} columns) but no rows; add data rows.")
         features = self._table_columns(list(table.columns))
         self._check_table(table, features)
         self.features = features
@@ -307,6 +370,8 @@ class FilesDataModule(ArrayDataModule):
             raise DataError(f"{self.path}: cannot be read as .npz ({exc}).") from exc
         if len(x) != len(y):
             raise DataError(f"{self.path}: {len(x)} samples in {self.x_key!r} but {len(y)} labels in {self.y_key!r}.")
+        if len(x) == 0:
+            raise DataError(f"{self.path}: arrays {self.x_key!r} and {self.y_key!r} hold no samples; write the data into them.")
         if not np.isfinite(x).all():
             raise DataError(f"{self.path}: array {self.x_key!r} has NaN or infinite values; clean them first.")
         return x, y
