@@ -31,6 +31,20 @@ def check_location(config: DictConfig) -> None:
             exit_with(exc)
 
 
+def check_sweeper_can_run(config: DictConfig) -> None:
+    """Hydra's basic sweeper runs discrete sweeps only: a continuous one (``interval(...)``) needs a
+    sweeper that samples it. Raises :class:`ConfigError` naming the override and the fix."""
+    from expkit.config.compose import parse_overrides
+    from expkit.errors import ConfigError
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return
+    for override in parse_overrides(sweep_overrides(config)):
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise ConfigError(f"{override.input_line}: Hydra's basic sweeper runs lists, range() and choice() only; sample "
+                              "an interval with a sweeper that can (hydra/sweeper=expkit_optuna, or hparams_search=...).")
+
+
 class ValidateSweep(Callback):
     """``on_multirun_start``: compose and validate each job's overrides (``validate_sweep``), with
     the sweep's own config loader (its search path); an invalid job exits with its error's code
@@ -58,10 +72,15 @@ class ValidateSweep(Callback):
         check_location(config)
         try:
             check_choices(sweep_overrides(config))
+            check_sweeper_can_run(config)
             jobs = expand_sweep(sweep_overrides(config))
             sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name)
         except ExpkitError as exc:
             exit_with(exc)
+        except Exception as exc:  # noqa: BLE001 - Hydra turns a callback's error into a warning and runs the sweep
+            from expkit.errors import ConfigError
+
+            exit_with(ConfigError(f"the sweep could not be validated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."))
         log.info("Validated the %d job(s) of the sweep", len(jobs))
         if self.only:
             data = sorted({describe_sizes(s) for s in sizes if s})

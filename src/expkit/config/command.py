@@ -50,10 +50,18 @@ def main(argv: Sequence[str] | None = None, name: str = "validate") -> Any:
     if {"-h", "--help"} & set(args):
         print(__doc__)
         return None
+    from expkit.config.app import check_flags
+
+    sys.argv = [f"expkit-{name}", *args]
+    check_flags()  # argparse's errors in one line (exit 2)
     parsed, _ = get_args_parser().parse_known_args(args)
     scratch = tempfile.mkdtemp(prefix="expkit-validate-")
-    sys.argv = [f"expkit-{name}", *args, f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}",
-                "hydra.output_subdir=null", "++hydra.callbacks.validate_sweep.only=true"]
+    ours = [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null",
+            "++hydra.callbacks.validate_sweep.only=true"]
+    # After the user's overrides (argparse takes one run of positionals), but before a bare --info
+    # ending the line, which would take the first of them as its value.
+    cut = len(args) - 1 if args and args[-1] == "--info" else len(args)
+    sys.argv = [f"expkit-{name}", *args[:cut], *ours, *args[cut:]]
     try:
         return run_app(parsed.config_name or "train", validate_job)
     finally:

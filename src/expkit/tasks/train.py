@@ -97,10 +97,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     best = inside_run(trainer.checkpoint_callback.best_model_path, run_dir) if trainer.checkpoint_callback else ""
     ckpt_path = best or None
     metrics: dict[str, float] = {}
-    if has_stage(model, datamodule, "validation"):
-        metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    if has_stage(model, datamodule, "validation"):  # an empty loader gives no results
+        metrics.update(next(iter(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)), {}))
     if cfg.test and has_stage(model, datamodule, "test"):
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+        metrics.update(next(iter(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)), {}))
     checkpointing = trainer.checkpoint_callback
     if cfg.monitor.metric not in metrics and checkpointing and checkpointing.monitor == cfg.monitor.metric \
             and checkpointing.best_model_score is not None:  # a training metric: its best value
