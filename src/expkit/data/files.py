@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +43,11 @@ class FilesDataModule(ArrayDataModule):
         y_key: str = "y",
         image_mode: str = "L",
         image_size: tuple[int, int] | None = None,
+        allow_pickle: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.allow_pickle = allow_pickle
         if task not in TASKS:
             raise ConfigError(f"data.task={task!r}: use one of {', '.join(TASKS)}.")
         self.task = task
@@ -239,8 +242,8 @@ class FilesDataModule(ArrayDataModule):
                     version = np.lib.format.read_magic(f)
                     read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read_header(f)
-            with np.load(self.path, allow_pickle=False) as arrays:
-                labels = arrays[self.y_key]
+            with np.load(self.path, allow_pickle=self.allow_pickle) as arrays:
+                labels = self._array(arrays, self.y_key)
         except DataError:
             raise
         except Exception as exc:
@@ -253,6 +256,18 @@ class FilesDataModule(ArrayDataModule):
             raise DataError(f"{self.path}: arrays {self.x_key!r} and {self.y_key!r} hold no samples; write the data into them.")
         self._num_samples = int(shape[0])
         return tuple(int(d) for d in shape[1:]), labels
+
+    def _array(self, archive: Any, key: str) -> np.ndarray:
+        """``archive[key]``; an array of pickled Python objects is refused unless trusted
+        (``data.allow_pickle``, which follows ``trust_checkpoint``): unpickling can run code."""
+        try:
+            return archive[key]
+        except ValueError as exc:
+            if "allow_pickle" not in str(exc):
+                raise
+            raise DataError(f"{self.path}: array {key!r} holds pickled Python objects that could run code when loaded; "
+                            "if you trust the file's source, load it anyway with trust_checkpoint=true "
+                            "(data.allow_pickle follows it).") from None
 
     def _peek_image_folder(self) -> tuple[tuple[int, ...], np.ndarray]:
         from PIL import Image
@@ -336,10 +351,10 @@ class FilesDataModule(ArrayDataModule):
             self.features = features
             return table[features].to_numpy(np.float32)
         if self.path.suffix.lower() == ".npz":
-            with np.load(self.path, allow_pickle=False) as archive:
+            with np.load(self.path, allow_pickle=self.allow_pickle) as archive:
                 if self.x_key not in archive:
                     raise DataError(f"{self.path}: no array {self.x_key!r} (data.x_key); arrays are {list(archive.keys())}.")
-                x = archive[self.x_key].astype(np.float32)
+                x = self._array(archive, self.x_key).astype(np.float32)
             if not np.isfinite(x).all():
                 raise DataError(f"{self.path}: inputs have NaN or infinite values; clean them first.")
             return x
@@ -358,14 +373,16 @@ class FilesDataModule(ArrayDataModule):
 
     def _read_npz(self) -> tuple[np.ndarray, np.ndarray]:
         try:
-            with np.load(self.path, allow_pickle=False) as archive:
+            with np.load(self.path, allow_pickle=self.allow_pickle) as archive:
                 for key in (self.x_key, self.y_key):
                     if key not in archive:
                         raise DataError(
                             f"{self.path}: no array {key!r} (data.x_key / data.y_key); "
                             f"arrays are {list(archive.keys())}."
                         )
-                x, y = archive[self.x_key].astype(np.float32), archive[self.y_key]
+                x, y = self._array(archive, self.x_key).astype(np.float32), self._array(archive, self.y_key)
+        except DataError:
+            raise
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.path}: cannot be read as .npz ({exc}).") from exc
         if len(x) != len(y):
