@@ -1,9 +1,14 @@
 """Sweeps as a user runs them: grid multiruns with a summary table, failures, fail-fast and
-re-launching; the parallel launcher; refusing in-process DDP in a multirun; Optuna on sqlite."""
+re-launching; the parallel launcher; refusing in-process DDP in a multirun; Optuna on sqlite,
+resumed and with three workers on one sweep directory; typed ``expkit runs --where`` queries."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +17,82 @@ from expkit.errors import ConfigError
 from expkit.launching.sweep import check_multirun_ddp, read_record, read_summary
 from expkit.tracking.wandb_log import find_run_logs, read_run_log
 from hydra_plugins.expkit_launchers.parallel_launcher import worker_slots
-from tests.conftest import compose_config, run_cli
+from tests.conftest import ROOT, compose_config, run_cli
 
 FAST = ["debug=limit", "data=wine"]  # a few batches of the wine table: seconds per job
+# A learning rate the config accepts (a positive number) that fails the job while it trains: the
+# loss overflows to NaN (debug=limit's anomaly detection names the op; otherwise NonFiniteLoss).
+NAN_LR = "1e30"
+NAN_ERROR = "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values"
+# An Optuna search at its smallest: the MLP (CNN needs images) on the wine table, one epoch.
+TINY_SEARCH = ["-m", "hparams_search=digits_optuna", "data=wine", "model=mlp", "trainer.max_epochs=1",
+               "logger=none", "trainer=cpu"]
+
+
+def start_workers(n: int, args: list[str], cwd: Path) -> list[subprocess.Popen]:
+    """``n`` copies of one ``train.py`` command started together, as on n nodes of a cluster."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+def wait_for(workers: list[subprocess.Popen], while_running=None, timeout: float = 900) -> list[tuple[int, str]]:
+    """Each worker's exit code and output; ``while_running()`` is called every 0.5 s until all end."""
+    deadline = time.monotonic() + timeout
+    try:
+        while any(w.poll() is None for w in workers):
+            assert time.monotonic() < deadline, "the workers did not finish"
+            if while_running is not None:
+                while_running()
+            time.sleep(0.5)
+        return [(w.returncode, w.stdout.read() + w.stderr.read()) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+
+
+def summary_is_consistent(sweep: Path) -> int:
+    """Check one snapshot of the summary of a live Optuna sweep: one row per trial directory, each
+    row's job, trial and directory the same number. Returns the number of rows."""
+    try:
+        rows = read_summary(sweep)
+    except FileNotFoundError:
+        return 0
+    jobs = [r["job"] for r in rows]
+    assert len(jobs) == len(set(jobs)), f"two rows for one job: {jobs}"
+    for row in rows:
+        assert row["job"] == row["trial"] == row["job_dir"], row
+        assert (sweep / row["job_dir"]).is_dir()
+    return len(rows)
+
+
+def check_one_directory_per_trial(sweep: Path, study) -> None:
+    """Every trial of ``study`` ran in ``<sweep>/<trial number>``, and every file there is that
+    trial's: its overrides, resolved config, run record, checkpoint config and metrics; the
+    summary has exactly one row per trial, with the trial's state."""
+    from expkit.checkpoints import load_checkpoint
+    from expkit.tracking.record import RunRecord
+
+    trials = {t.number: t for t in study.trials}
+    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == sorted(trials)
+    rows = {int(r["job"]): r for r in read_summary(sweep)}
+    assert sorted(rows) == sorted(trials), "one summary row per trial"
+    state = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
+    for number, trial in trials.items():
+        job = sweep / str(number)
+        assert rows[number]["status"] == state[trial.state.name] and rows[number]["trial"] == str(number)
+        assert read_record(job)["trial"] == number
+        assert Path(trial.user_attrs["job_dir"]) == job.resolve()
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        assert all(f"- {o}\n" in overrides for o in trial.user_attrs["overrides"]), (number, overrides)
+        lr = float(next(o for o in trial.user_attrs["overrides"] if o.startswith("model.optimizer.lr=")).split("=")[1])
+        assert RunRecord.load(job).data["config"]["model"]["optimizer"]["lr"] == pytest.approx(lr)
+        if trial.state.name == "COMPLETE":
+            assert json.loads((job / "metrics.json").read_text())["val/loss"] == pytest.approx(trial.value)
+            assert float(rows[number]["val/loss"]) == pytest.approx(trial.value)
+        for ckpt in (job / "checkpoints").glob("*.ckpt"):
+            assert load_checkpoint(ckpt)["expkit"]["config"]["model"]["optimizer"]["lr"] == pytest.approx(lr)
 
 
 def sweep_dirs(cwd: Path, task: str = "debug") -> list[Path]:
@@ -22,17 +100,20 @@ def sweep_dirs(cwd: Path, task: str = "debug") -> list[Path]:
 
 
 def test_grid_sweep_records_failures_goes_on_and_relaunch_skips_completed(tmp_path):
-    args = ["-m", "seed=0,1", "model.optimizer.lr=0.003,-1", *FAST]
+    args = ["-m", "seed=0,1", f"model.optimizer.lr=0.003,{NAN_LR}", *FAST]
     first = run_cli("train.py", *args, cwd=tmp_path, check=False)
-    assert first.returncode != 0, "a sweep with failed jobs must not exit 0"
+    assert first.returncode == 1, "a sweep with failed jobs must not exit 0"
     (sweep,) = sweep_dirs(tmp_path)
+    # One line that names the failed jobs and the first error, not Hydra's re-raised traceback.
+    assert "Traceback (most recent call last)" not in first.stderr
+    assert f"error: sweep {sweep.relative_to(tmp_path)}: 2 of 4 jobs failed (1, 3); job 1: {NAN_ERROR}" in first.stderr
     rows = read_summary(sweep)
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["status"] for r in rows] == ["completed", "failed", "completed", "failed"]
     for row in rows:
         assert "seed=" in row["overrides"] and "model.optimizer.lr=" in row["overrides"]
         if row["status"] == "failed":
-            assert row["error"] == "ValueError: Invalid learning rate: -1" and row["val/loss"] == ""
+            assert row["error"].startswith(NAN_ERROR) and row["val/loss"] == ""
         else:  # the value train's main() returned: the monitored metric of the job's run
             metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
             assert float(row["val/loss"]) == pytest.approx(metrics["val/loss"])
@@ -55,9 +136,9 @@ def test_grid_sweep_records_failures_goes_on_and_relaunch_skips_completed(tmp_pa
 
 
 def test_fail_fast_cancels_the_jobs_after_the_first_failure(tmp_path):
-    proc = run_cli("train.py", "-m", "model.optimizer.lr=-1,0.003,0.001", *FAST,
+    proc = run_cli("train.py", "-m", f"model.optimizer.lr={NAN_LR},0.003,0.001", *FAST,
                    "hydra.callbacks.sweep.fail_fast=true", cwd=tmp_path, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 1 and f"3 of 3 jobs failed (0, 1, 2); job 0: {NAN_ERROR}" in proc.stderr
     (sweep,) = sweep_dirs(tmp_path)
     rows = read_summary(sweep)
     assert [r["status"] for r in rows] == ["failed", "cancelled", "cancelled"]
@@ -114,12 +195,14 @@ def test_optuna_sqlite_study_fails_resumes_and_prunes(tmp_path):
     import optuna
 
     base = ["-m", "hparams_search=digits_optuna", "debug=limit", "model=mlp", "trainer.max_epochs=3"]
-    # 1) one trial that fails: recorded as failed, the sweep itself ends normally.
-    run_cli("train.py", *base, "model.optimizer.lr=-1.0", "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    # 1) one trial that fails: recorded as failed, the search goes on to its end and exits 1.
+    failed = run_cli("train.py", *base, f"model.optimizer.lr={NAN_LR}", "hydra.sweeper.n_trials=1", cwd=tmp_path, check=False)
+    assert failed.returncode == 1 and f"1 of 1 jobs failed (0); job 0: {NAN_ERROR}" in failed.stderr
     sweep = tmp_path / "logs" / "debug" / "multiruns" / "digits_optuna"
-    # 2) the same search again with 2 trials in all: resumes the study, runs one more.
+    # 2) the same search again with 2 trials in all: resumes the study, runs one more (exit 0: it completed).
     run_cli("train.py", *base, "hydra.sweeper.n_trials=2", cwd=tmp_path)
-    # 3) a pruner that prunes at the first report: the Lightning callback reports each epoch.
+    # 3) a pruner that prunes at the first report: the Lightning callback reports each epoch. A pruned
+    # trial is no failure, and the sweep has a completed one: exit 0.
     run_cli("train.py", *base, "hydra.sweeper.n_trials=3",
             "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "~hydra.sweeper.pruner.n_startup_trials",
             "hydra.sweeper.pruner.n_warmup_steps=0", "+hydra.sweeper.pruner.upper=0.0", cwd=tmp_path)
@@ -127,7 +210,7 @@ def test_optuna_sqlite_study_fails_resumes_and_prunes(tmp_path):
     study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{sweep / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "COMPLETE", "PRUNED"]
-    assert study.trials[0].user_attrs["error"].startswith("ValueError: Invalid learning rate")
+    assert study.trials[0].user_attrs["error"].startswith(NAN_ERROR)
     assert set(study.trials[1].params) == {"model.optimizer.lr", "model.net.hidden_dims"}
     assert study.trials[2].intermediate_values.keys() == {0}  # reported epoch 0, then pruned
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
@@ -137,3 +220,67 @@ def test_optuna_sqlite_study_fails_resumes_and_prunes(tmp_path):
     assert f"best_value: {study.best_value}" in results and "best_trial: 1" in results
     best_dir = Path(study.best_trial.user_attrs["job_dir"])
     assert json.loads((best_dir / "metrics.json").read_text())["val/loss"] == pytest.approx(study.best_value)
+
+
+@pytest.mark.slow
+def test_three_optuna_workers_share_one_sqlite_sweep_directory(tmp_path):
+    """The same command started three times (as on three nodes): one study in the sweep directory's
+    optuna.db, one directory and one summary row per trial, named by the trial's number, no file
+    written by two trials, and a summary that is consistent while the workers run."""
+    import optuna
+
+    workers = start_workers(3, [*TINY_SEARCH, "hydra.sweeper.n_trials=6"], tmp_path)
+    sweep = tmp_path / "logs" / "train" / "multiruns" / "digits_optuna"
+    seen = []
+    ended = wait_for(workers, while_running=lambda: seen.append(summary_is_consistent(sweep)))
+    assert [code for code, _ in ended] == [0, 0, 0], "\n".join(out[-3000:] for _, out in ended)
+    assert max(seen) >= 1, "the summary must be written while the trials run"
+
+    study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    # Each worker counts the study's trials before each ask: 6, or one more per worker that asked
+    # in the same instant as another.
+    assert 6 <= len(study.trials) <= 8 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    check_one_directory_per_trial(sweep, study)
+    # Every worker ran trials of the shared study (none waited for the others to finish).
+    launches = {read_record(sweep / str(t.number))["launch"] for t in study.trials}
+    assert len(launches) == 3, launches
+    # Seeded sampler, seed + trial number: workers starting together do not repeat each other's draws.
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == len(params)
+
+
+def test_runs_where_and_compare_compare_numbers_booleans_and_null_by_value(tmp_path):
+    """``expkit runs --where`` and ``expkit compare``: 2e-3, 0.002 and 2.0e-3 are the same number;
+    true/false and null are values, not text (0 is not false, 1 is not true)."""
+    from expkit.tracking.browse import config_differences, same_value, typed
+
+    assert typed("2e-3") == typed("0.002") == typed("2.0e-3") == 0.002
+    assert typed("true") is True and typed("null") is None and typed("mlp") == "mlp" and typed("[1,2]") == [1, 2]
+    assert same_value(0.002, typed("2e-3")) and same_value(2, typed("2.0")) and same_value([64, 32], typed("[64,32]"))
+    assert not same_value(0, typed("false")) and not same_value(1, typed("true")) and not same_value(0, typed("null"))
+    assert same_value(False, typed("false")) and same_value(None, typed("null")) and not same_value(False, typed("null"))
+    a = {"model": {"lr": 0.002, "dims": [64, 32]}, "test": True, "ckpt": None, "seed": 0}
+    b = {"model": {"lr": 2e-3, "dims": [64, 32]}, "test": 1, "ckpt": None, "seed": False, "extra": 1}
+    assert config_differences(a, b) == [("extra", "<absent>", 1), ("seed", 0, False), ("test", True, 1)]
+
+    run_cli("train.py", "-m", "model.optimizer.lr=2e-3,0.01", "seed=0", *FAST, "logger=none", cwd=tmp_path)
+    expkit = [sys.executable, "-m", "expkit.cli", "runs", "logs"]
+
+    def listed(*where: str) -> int:
+        out = subprocess.run([*expkit, *(a for w in where for a in ("--where", w))], cwd=tmp_path,
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.split(" run(s) under")[0].split()[-1])
+
+    for spelling in ("2e-3", "0.002", "2.0e-3", "0.0020"):
+        assert listed(f"model.optimizer.lr={spelling}") == 1, spelling
+    assert listed("model.optimizer.lr=1e-2") == 1 and listed("model.optimizer.lr=0.003") == 0
+    assert listed("test=true") == 2 and listed("test=True") == 2 and listed("test=false") == 0
+    assert listed("ckpt_path=null") == 2 and listed("ckpt_path=~") == 2
+    assert listed("seed=0") == 2 and listed("seed=0.0") == 2 and listed("seed=false") == 0  # 0 is not false
+    assert listed("status=completed", "model.optimizer.lr=2e-3") == 1
+
+    first, second = sorted(p.parent for p in (tmp_path / "logs").rglob("run.json") if "wandb" not in p.parts)
+    compared = subprocess.run([sys.executable, "-m", "expkit.cli", "compare", str(first), str(second)], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout
+    config_rows = compared.split("Metrics")[0]
+    assert "model.optimizer.lr" in config_rows and "seed" not in config_rows and "test " not in config_rows

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from expkit.errors import ConfigError, exit_with, full_error
+from expkit.errors import ConfigError, ExpkitError, exit_with, full_error
 
 _task_started = False  # set when Hydra calls the task function: later errors are the task's
 
@@ -48,6 +48,7 @@ def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: 
 
     task.__module__, task.__qualname__ = task_function.__module__, task_function.__qualname__  # Hydra's job name
     app = hydra.main(version_base="1.3", config_path=path, config_name=config_name)(task)
+    check_flags()  # argparse's errors in one line; a relative --config-path next to the script
     saved = {key: os.environ.get(key) for key in ("EXPKIT_FULL_ERROR", "HYDRA_FULL_ERROR")}
     os.environ["EXPKIT_FULL_ERROR"] = "1" if full_error() else "0"  # the user's choice, for child processes too
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, and they are explained below
@@ -55,15 +56,20 @@ def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: 
     multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
     try:
         if multirun:  # the sweep's process lives as long as the sweep: collect as usual
-            return app()
+            from expkit.launching.sweep import run_multirun
+
+            return run_multirun(app)  # exits by the sweep's exit-status rule (launching.sweep.exit_status)
         with paused_collection():
             return app()
     except Exception as exc:
+        if multirun and isinstance(exc, ExpkitError):  # the sweep's own error (e.g. its study storage)
+            exit_with(exc)
         if _task_started:
             raise
         explained = explain(exc, config_name)
-        if explained is None:
-            raise
+        if explained is None:  # before the task: the command line or its config, in Hydra's words
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            explained = ConfigError(f"the command line does not run: {first}")
         if full_error():  # Hydra's traceback, then the explanation
             raise explained from exc
         exit_with(explained)
@@ -75,6 +81,33 @@ def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: 
                 os.environ[key] = value
 
 
+def check_flags() -> None:
+    """Parse this process's command line with Hydra's own argument parser first, so that a flag
+    error is one line (exit 2) instead of argparse's usage block; and make a relative
+    ``--config-path``/``-cp`` relative to the script that was run, as in a bare Hydra app (Hydra
+    resolves it next to the module of the task function, which here is expkit's)."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, unknown = parser.parse_known_args(sys.argv[1:])
+    except argparse.ArgumentError as exc:
+        exit_with(ConfigError(f"{exc}; see --help for the flags."))
+    if unknown and any(u.startswith("-") for u in unknown):
+        exit_with(ConfigError(f"unrecognized argument(s): {' '.join(unknown)}; see --help for the flags."))
+    if args.config_path and "://" not in args.config_path and not os.path.isabs(args.config_path):
+        absolute = str((Path(sys.argv[0]).resolve().parent / args.config_path).resolve())
+        for flag in ("--config-path", "-cp"):
+            for i, arg in enumerate(sys.argv[1:], start=1):
+                if arg == flag and i + 1 < len(sys.argv) and sys.argv[i + 1] == args.config_path:
+                    sys.argv[i + 1] = absolute
+                elif arg == f"{flag}={args.config_path}":
+                    sys.argv[i] = f"{flag}={absolute}"
+
+
 def explain(exc: Exception, config_name: str) -> ConfigError | None:
     """A one-line :class:`ConfigError` for Hydra's failure ``exc`` to parse or compose this process's
     command line, or ``None`` when it is not such a failure."""
@@ -83,7 +116,12 @@ def explain(exc: Exception, config_name: str) -> ConfigError | None:
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    from expkit.config.compose import check_group_options, explain_composition_error, group_options, parse_overrides
+    from expkit.config.compose import (
+        check_group_options,
+        explain_composition_error,
+        group_options,
+        parse_overrides,
+    )
     from expkit.config.suggest import did_you_mean
 
     if not isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):

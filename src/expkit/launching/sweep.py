@@ -13,6 +13,12 @@ Hydra calls :class:`SweepRecorder` around each job (``hydra.callbacks.sweep`` in
 sweep skips every job whose composed config already completed in a sweep beside it (same
 ``multiruns/`` folder), reusing its metrics; failed, interrupted and new jobs run. With
 ``hydra.callbacks.sweep.fail_fast=true`` the first failure cancels the jobs that have not started.
+
+Several commands may share one sweep directory (Optuna workers on one or many machines, SLURM jobs
+on a shared file system): the table has one row per job directory, every record and table is
+written whole (a temporary file, then ``os.replace``) and the table is rebuilt under a file lock.
+When the command ends, :func:`exit_status` decides its exit code from the records of the jobs it
+launched (:func:`run_multirun`).
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
+import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +50,16 @@ STOP_FILE = ".sweep_stopped"  # written by a failed job under fail_fast; cleared
 # Set by the Optuna sweeper in each trial's job: the trial's number and its id in the storage.
 TRIAL_ENV = "EXPKIT_OPTUNA_TRIAL"
 TRIAL_ID_ENV = "EXPKIT_OPTUNA_TRIAL_ID"
+# Set by the sweeping process and inherited by every job (in-process, worker processes, SLURM jobs):
+# which command launched a job, so that a command's exit status counts its own jobs only.
+LAUNCH_ENV = "EXPKIT_SWEEP_LAUNCH"
 
 # Statuses a job ends with. "skipped": completed earlier (see "source"); "cancelled": not run
 # after a fail-fast failure; "pruned": stopped early by the Optuna pruner.
 DONE = ("completed", "skipped")
+# What makes a command exit non-zero: failed, cancelled, or still "running" once its launcher has
+# returned (the job's process died before it could record its end).
+NOT_DONE = ("failed", "cancelled", "running")
 
 
 class SweepStopped(ExpkitError):
@@ -72,17 +87,29 @@ def read_record(job_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: readers (other jobs, other machines on a shared file
+    system) see the old file or the new one, never a mix of two writers."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_record(job_dir: Path, record: Mapping[str, Any]) -> None:
-    path = Path(job_dir) / RECORD_FILE
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(record), indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # readers never see half a record
+    """Write a job's record whole, its text fields (overrides, error) masked
+    (:func:`expkit.secrets.mask_text`): the summary tables are built from records."""
+    from expkit.secrets import mask_text
+
+    masked = {k: mask_text(v) if isinstance(v, str) else v for k, v in record.items()}
+    write_atomic(Path(job_dir) / RECORD_FILE, json.dumps(masked, indent=2, default=str) + "\n")
 
 
 def sweep_records(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The job records of one sweep, by job number."""
+    """The job records of one sweep, one per job directory, by job number (an Optuna trial's job
+    number is its trial number)."""
     records = [r for p in Path(sweep_dir).glob(f"*/{RECORD_FILE}") if (r := read_record(p.parent))]
-    return sorted(records, key=lambda r: r["job"])
+    return sorted(records, key=lambda r: (r.get("job", -1), str(r.get("job_dir"))))
 
 
 def update_summary(sweep_dir: Path) -> Path:
@@ -104,21 +131,23 @@ def update_summary(sweep_dir: Path) -> Path:
              "note": f"same config completed in {r['source']}" if r.get("source") else None}
             for r in records
         ]
-        for name, write in ((SUMMARY_CSV, _write_csv), (SUMMARY_MD, _write_markdown)):
-            tmp = sweep_dir / f".{name}.tmp"
-            write(tmp, columns, rows)
-            os.replace(tmp, sweep_dir / name)
+        # Whole files even without the lock (a file system without locks): readers never see half.
+        write_atomic(sweep_dir / SUMMARY_CSV, _csv_text(columns, rows))
+        write_atomic(sweep_dir / SUMMARY_MD, _markdown_text(columns, rows))
     return sweep_dir / SUMMARY_CSV
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return out.getvalue()
 
 
-def _write_markdown(path: Path, columns: list[str], rows: list[dict]) -> None:
+def _markdown_text(columns: list[str], rows: list[dict]) -> str:
     def cell(value: Any) -> str:
         if value is None:
             return ""
@@ -126,7 +155,7 @@ def _write_markdown(path: Path, columns: list[str], rows: list[dict]) -> None:
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
@@ -164,6 +193,7 @@ def check_multirun_ddp(cfg: DictConfig, launcher: Mapping | None) -> None:
 
 
 _active: SweepRecorder | None = None  # the recorder of the job running in this process
+_launch: tuple[Path, str] | None = None  # (sweep dir, launch mark) of this process's multirun
 
 
 class SweepRecorder(Callback):
@@ -182,9 +212,15 @@ class SweepRecorder(Callback):
         self.done_here = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _launch
         # Checked once on the master config before any job starts; before_job checks each job.
         check_multirun_ddp(config, config.hydra.launcher)
-        (Path(config.hydra.sweep.dir) / STOP_FILE).unlink(missing_ok=True)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)
+        # This command's mark on its jobs' records (the jobs inherit the environment), for exit_status.
+        launch = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        os.environ[LAUNCH_ENV] = launch
+        _launch = (sweep_dir, launch)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
@@ -194,9 +230,13 @@ class SweepRecorder(Callback):
             return
         _active = self
         sweep_dir, job_dir = Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir)
+        trial = int(os.environ[TRIAL_ENV]) if os.environ.get(TRIAL_ENV) else None
         self.record = {
-            "job": int(config.hydra.job.num),
-            "trial": int(os.environ[TRIAL_ENV]) if os.environ.get(TRIAL_ENV) else None,
+            # An Optuna trial's job is its trial number (also its directory): unique in the study,
+            # whichever worker ran it; hydra.job.num only counts one process's jobs.
+            "job": trial if trial is not None else int(config.hydra.job.num),
+            "trial": trial,
+            "launch": os.environ.get(LAUNCH_ENV),
             "status": "running",
             "metric": OmegaConf.select(config, "monitor.metric", default=None),
             "value": None,
@@ -215,6 +255,8 @@ class SweepRecorder(Callback):
                               and previous.get("config_hash") == self.record["config_hash"])
         if self.done_here:
             self.record = previous
+            if rank_zero():  # it counts as this command's job (exit_status); nothing else changes
+                write_record(job_dir, {**previous, "launch": os.environ.get(LAUNCH_ENV)})
         elif rank_zero():
             write_record(job_dir, self.record)
             update_summary(sweep_dir)
@@ -232,8 +274,13 @@ class SweepRecorder(Callback):
         if record["status"] == "running":
             value = job_return._return_value
             if job_return.status == JobStatus.COMPLETED:
-                record["value"] = float(value) if isinstance(value, int | float) else None
-                record["status"] = "completed"
+                number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+                record["value"], record["status"] = number, "completed"
+                # What the Optuna sweeper tells the study as FAIL is failed here too: one truth.
+                if number is not None and not math.isfinite(number):
+                    record.update(status="failed", error=f"{record['metric'] or 'the result'} is {number}")
+                elif number is None and record.get("trial") is not None:
+                    record.update(status="failed", error=f"returned no value of {record['metric'] or 'the metric'}")
             else:
                 record["status"] = "pruned" if type(value).__name__ == "TrialPruned" else "failed"
                 record["error"] = _error_line(value)
@@ -300,3 +347,66 @@ def _metrics_of(job_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     if record.get("metric"):
         metrics[record["metric"]] = record["value"]
     return metrics
+
+
+def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """The exit status of a multirun command: one rule for every sweeper (grid, Optuna) and every
+    launcher (local, parallel, SLURM).
+
+    Non-zero (1) when a job this command launched did not succeed (``failed``; ``cancelled`` after
+    a fail-fast failure; still ``running`` when the command ends, i.e. its process died), or when
+    no job of the sweep has completed (``completed``, or ``skipped`` because it completed earlier),
+    counting earlier commands and concurrent workers on the same sweep directory. Pruned trials are
+    neither failures nor completions: a search whose every trial was pruned completed nothing.
+
+    Args:
+        launched: the records (:func:`read_record`) of the jobs this command launched; empty when
+            it launched none (an Optuna study that already has its ``n_trials``).
+        sweep: the records of every job in the sweep directory, ``launched`` included.
+
+    Returns:
+        ``(code, message)``, e.g. ``(1, "1 of 2 jobs failed (1); job 1: ValueError: Invalid
+        learning rate: -1")`` or ``(0, "2 jobs: 2 completed")``.
+    """
+    def count(records: Sequence[Mapping[str, Any]]) -> str:
+        statuses = [str(r.get("status")) for r in records]
+        return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+
+    bad = [r for r in launched if r.get("status") in NOT_DONE]
+    if bad:
+        jobs = ", ".join(str(r.get("job")) for r in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        error = bad[0].get("error") or "it did not finish (its process died)"
+        error = error if len(error) <= 160 else error[:157] + "..."
+        return 1, f"{len(bad)} of {len(launched)} jobs failed ({jobs}); job {bad[0].get('job')}: {error}"
+    if not any(r.get("status") in DONE for r in sweep):
+        return 1, f"no job completed ({count(launched) or 'none ran'})"
+    return 0, f"{len(launched)} jobs: {count(launched) or 'none to run'}"
+
+
+def run_multirun(app: Callable[[], Any]) -> None:
+    """Run Hydra's multirun ``app`` and end this process by :func:`exit_status`: a line on stderr
+    and exit code 1 when a job failed or none completed. Hydra's grid sweeper re-raises the first
+    failed job's error after its batch: that error is in the table, so the rule decides. An error
+    of the sweep itself (no job of this command failed) propagates to the entry point."""
+    global _launch
+    _launch, error = None, None
+    try:
+        app()
+    except Exception as exc:
+        error = exc
+    if _launch is None:  # no multirun started here (or no sweep callback): nothing to judge
+        if error is not None:
+            raise error
+        return
+    sweep_dir, launch = _launch
+    sweep = sweep_records(sweep_dir) if sweep_dir.is_dir() else []
+    launched = [r for r in sweep if r.get("launch") == launch]
+    if error is not None and not any(r.get("status") in NOT_DONE for r in launched):
+        raise error
+    code, message = exit_status(launched, sweep)
+    if code:
+        from expkit.secrets import mask_text
+
+        print(mask_text(f"error: sweep {sweep_dir}: {message}; see {sweep_dir / SUMMARY_MD}"), file=sys.stderr)
+        sys.exit(code)
+    log.info("Sweep %s: %s (%s)", sweep_dir, message, sweep_dir / SUMMARY_MD)

@@ -132,15 +132,24 @@ def runs_table(records: list[RunRecord], root: Path, metrics: list[str] | None =
     return table
 
 
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every key whose values differ by
+    :func:`same_value` (``1`` and ``true`` differ, ``2e-3`` and ``0.002`` do not); ``"<absent>"``
+    for a key only one config has."""
+    from expkit.tasks.rerun import flatten
+
+    fa, fb = flatten(a), flatten(b)
+    return [(k, fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in sorted(fa.keys() | fb.keys())
+            if k not in fa or k not in fb or not same_value(fa[k], fb[k])]
+
+
 def compare_tables(a: RunRecord, b: RunRecord):
     from rich.table import Table
-
-    from expkit.tasks.rerun import dict_diff
 
     config = Table(title=f"Config: {a.run_dir.name} vs {b.run_dir.name}")
     for column in ("key", a.run_dir.name, b.run_dir.name):
         config.add_column(column, overflow="fold")
-    for key, old, new in dict_diff(a.data.get("config", {}), b.data.get("config", {})):
+    for key, old, new in config_differences(a.data.get("config", {}), b.data.get("config", {})):
         config.add_row(key, str(old), str(new))
     if not config.row_count:
         config.add_row("(identical configs)", "", "")

@@ -4,13 +4,15 @@ A fixed pool of ``n_jobs`` worker processes (spawned, so no state leaks from thi
 jobs in order of submission. Each worker takes one *slot* when it starts and keeps it: its own
 GPU(s) through ``CUDA_VISIBLE_DEVICES`` and its share of the CPU threads, set before torch is
 imported. A worker imports torch and Lightning once for all its jobs, so a job costs little more
-than its training.
+than its training; the workers are kept between launches (an Optuna search launches one batch a
+round), so a search pays for their start once.
 """
 
 import logging
 import os
 import shutil
 import subprocess
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -114,13 +116,36 @@ class ParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def _workers(self, n_jobs: int) -> ProcessPoolExecutor:
+        """The worker pool for a batch of ``n_jobs`` jobs: the previous batch's when it has enough
+        workers (and none died), else a new one sized for this batch (at most one worker per slot)."""
         import multiprocessing
 
+        if self._pool is not None and n_jobs <= self._pool_size and not getattr(self._pool, "_broken", False):
+            return self._pool
+        if self._pool is not None:
+            self._pool.shutdown()
+        slots = worker_slots(self.n_jobs, visible_gpus(), self.gpus_per_job, self.share_gpus)[:n_jobs]
+        threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
+        log.info("Starting %d workers (%d thread(s) each%s)", len(slots), threads,
+                 "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
+        context = multiprocessing.get_context("spawn")
+        slot_queue = context.Queue()
+        for slot in slots:
+            slot_queue.put(slot)
+        self._pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
+                                         initializer=_init_worker, initargs=(slot_queue, threads))
+        self._pool_size = len(slots)
+        weakref.finalize(self, self._pool.shutdown)  # idle workers end with the sweep
+        return self._pool
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import cloudpickle
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -128,25 +153,17 @@ class ParallelLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
-        slots = worker_slots(self.n_jobs, visible_gpus(), self.gpus_per_job, self.share_gpus)[: len(job_overrides)]
-        threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
-        log.info("Launching %d jobs on %d workers (%d thread(s) each%s)", len(job_overrides), len(slots), threads,
-                 "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
-
-        payloads = []
+        pool = self._workers(len(job_overrides))
+        log.info("Launching %d jobs on %d workers", len(job_overrides), self._pool_size)
+        futures = []
+        # Each job is submitted as soon as it is composed: new workers start (and import torch)
+        # while the later jobs are composed.
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{os.getpid()}_{idx}"
                 sweep_config.hydra.job.num = idx
-            payloads.append(cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state())))
-
-        context = multiprocessing.get_context("spawn")
-        slot_queue = context.Queue()
-        for slot in slots:
-            slot_queue.put(slot)
-        with ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
-                                 initializer=_init_worker, initargs=(slot_queue, threads)) as pool:
-            futures = [pool.submit(_execute, payload) for payload in payloads]
-            return [cloudpickle.loads(f.result()) for f in futures]
+            payload = cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state()))
+            futures.append(pool.submit(_execute, payload))
+        return [cloudpickle.loads(f.result()) for f in futures]

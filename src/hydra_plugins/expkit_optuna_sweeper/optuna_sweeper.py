@@ -9,8 +9,19 @@ Each loop asks the study for up to ``n_jobs`` trials, turns their parameters int
 launches them as one batch (any launcher: local, parallel, SLURM) and tells the study each outcome:
 the job's return value (COMPLETE), ``TrialPruned`` (PRUNED) or anything else (FAIL, and the search
 goes on). ``n_trials`` counts the study's trials in all (every worker, every earlier run), so
-re-running the same command resumes the study. While a trial runs its worker records heartbeats;
-trials whose worker died are marked failed by the next worker that starts.
+re-running the same command resumes the study; it is checked before each ask, so workers asking
+in the same instant may each add one trial beyond it. While a trial runs its worker records
+heartbeats; trials whose worker died are marked failed by the next worker that starts. The
+command's exit status is the sweep rule (``expkit.launching.sweep.exit_status``): non-zero when a
+trial it ran failed or no trial has completed; pruned trials are no failures.
+
+Several workers may run the same command on one sweep directory (processes on one machine with the
+sqlite file, processes on many machines with PostgreSQL and a shared file system; any launcher).
+Each trial runs in ``<sweep dir>/<trial number>``: the study numbers trials uniquely, and the
+sweeper creates that directory exclusively before launching, so no two trials ever share one. A
+directory that already exists belongs to another study (the storage was replaced or deleted): the
+sweep stops with a one-line error rather than mixing two trials' files. So does a storage that
+cannot be read (a corrupt ``optuna.db``): ``DataError``, exit code 3.
 
 The search space uses Hydra's sweep syntax: ``choice(a, b)``, ``range(lo, hi, step)`` (ints),
 ``interval(lo, hi)`` with ``tag(log, ...)`` for a log scale and ``tag(int, ...)`` for integers.
@@ -35,12 +46,17 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.launching.sweep import TRIAL_ENV, TRIAL_ID_ENV  # how a job learns its trial
+from expkit.errors import DataError, ExpkitError
+from expkit.launching.sweep import TRIAL_ENV, TRIAL_ID_ENV, read_record, write_atomic
+from expkit.secrets import mask_text
 
 log = logging.getLogger(__name__)
 
 STORAGE_FILE = "optuna.db"
 RESULTS_FILE = "optimization_results.yaml"
+# Seconds a sqlite connection waits for another writer (workers, heartbeats, pruning reports of
+# running trials all write the one file) before "database is locked".
+SQLITE_TIMEOUT_S = 120
 
 
 @dataclass
@@ -77,9 +93,99 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
 
 
 def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120):
+    """An Optuna RDB storage on ``url``; sqlite connections wait up to SQLITE_TIMEOUT_S seconds for
+    the file's lock instead of failing at once when several processes write."""
     import optuna
 
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                      grace_period=grace_period)
+
+
+def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat_interval: int = 30,
+               grace_period: int = 120, attempts: int = 4) -> tuple[Any, Any]:
+    """Create or load study ``study_name`` in ``url``: ``(study, storage)``.
+
+    Workers starting together race to create the tables and the study, and a server may be slow
+    to answer: such failures are retried (``attempts`` in all, 1, 2, 3 s apart). A storage that
+    cannot be used (a file that is not an Optuna sqlite database, a schema of another Optuna
+    version, a server that never answers) raises :class:`DataError` naming it and what to do.
+    """
+    import contextlib
+    import fcntl
+
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    for attempt in range(attempts):
+        try:
+            with contextlib.ExitStack() as stack:
+                if database:  # workers sharing one sqlite file create its tables one at a time
+                    lock = stack.enter_context(open(f"{database}.lock", "w"))
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                storage = make_storage(url, heartbeat_interval, grace_period)
+                study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                            direction=direction, pruner=pruner)
+            return study, storage
+        except Exception as exc:
+            problem, transient = storage_problem(exc, url)
+            last = attempt == attempts - 1
+            if problem is not None and (last or not transient):
+                raise DataError(problem) from exc
+            if last:
+                raise
+            log.warning("Opening study '%s' failed (%s); retrying", study_name, str(exc).splitlines()[0][:200])
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def storage_problem(exc: BaseException, url: str) -> tuple[str | None, bool]:
+    """Why the study storage at ``url`` cannot be used, in one line (``None``: ``exc`` is not about
+    the storage, e.g. two workers creating its tables at once), and whether retrying may help."""
+    import sqlite3
+
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        where = parsed.database or url
+        # sqlite3.DatabaseError itself ("file is not a database", "disk image is malformed"), not one
+        # of its subclasses: those (locked, a table or row another worker created first) are races.
+        if type(getattr(exc, "orig", None)) is sqlite3.DatabaseError:
+            return (f"{where} is not a readable Optuna study ({first}): restore it from a copy, or move the sweep "
+                    f"directory {Path(where).parent} away (or set another hydra.sweep.dir) to start the study "
+                    f"afresh."), False
+    elif isinstance(exc, sqlalchemy.exc.OperationalError):
+        return (f"hydra.sweeper.storage={_safe_url(url)} is not reachable ({first}): check the URL, the user and "
+                f"password, and that the database server runs and accepts connections from this machine."), True
+    if isinstance(exc, RuntimeError) and "optuna storage upgrade" in str(exc):  # another Optuna's schema
+        return (f"the study storage {_safe_url(url)} was written by another Optuna version ({first}): upgrade it "
+                f"with `optuna storage upgrade --storage '{_safe_url(url)}'`, or use the Optuna version that wrote "
+                f"it."), False
+    return None, True
+
+
+def check_trial_dirs(sweep_dir: Path, study: Any, url: str) -> None:
+    """Refuse a sweep directory holding trial directories the study does not have (numbers at or
+    beyond its trial count): its storage was replaced or deleted, or another sweep wrote there.
+    Running on would put a new trial's files beside an old trial's checkpoints and metrics.
+
+    Raises:
+        DataError: naming the directories and what to do.
+    """
+    # The directories first, then the count: a trial another worker asks meanwhile is counted.
+    numbered = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    known = len(study.get_trials(deepcopy=False))
+    foreign = [n for n in numbered if n >= known]
+    if foreign:
+        names = ", ".join(map(str, foreign[:5])) + (", ..." if len(foreign) > 5 else "")
+        raise DataError(
+            f"{sweep_dir} holds trial directories ({names}) that study '{study.study_name}' in {_safe_url(url)} "
+            f"does not have (it has {known} trials): its storage was replaced or deleted, or another sweep wrote "
+            f"there. Restore the storage, or use a new hydra.sweep.dir (or move {sweep_dir} away).")
 
 
 def optuna_direction(direction: str) -> str:
@@ -143,12 +249,15 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.trial import TrialState
 
-        # Heartbeats and stale-trial recovery are marked experimental; they are what resuming needs.
+        # Heartbeats and stale-trial recovery are marked experimental, and meant for Study.optimize;
+        # they are what resuming needs, and _Heartbeats records them for ask-and-tell.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # Every worker writes it (whole, masked: hydra.sweeper.storage may hold a password).
+        write_atomic(sweep_dir / "multirun.yaml", mask_text(OmegaConf.to_yaml(self.config)))
 
         parser = OverridesParser.create()
         space = {key: parser.parse_override(f"{key}={value}") for key, value in self.params.items()}
@@ -168,46 +277,77 @@ class OptunaSweeper(Sweeper):
         }
 
         url = storage_url(self.storage, sweep_dir)
-        for attempt in range(3):  # workers starting together race to create the tables and the study
-            try:
-                storage = make_storage(url, self.heartbeat_interval, self.grace_period)
-                study = optuna.create_study(
-                    study_name=self.study_name, storage=storage, load_if_exists=True,
-                    direction=optuna_direction(self.direction),
-                    pruner=_build(self.pruner_cfg) or optuna.pruners.NopPruner(),
-                )
-                break
-            except Exception as exc:
-                if attempt == 2 or "ConfigError" in type(exc).__name__:
-                    raise
-                log.warning("Opening study '%s' failed (%s); retrying", self.study_name, exc)
-                time.sleep(1 + attempt)
-        # A seeded sampler would draw the same parameters again in every resumed run: offset its seed
-        # by the trials the study already has (same command, same study, same draws).
+        study, storage = open_study(url, self.study_name, optuna_direction(self.direction),
+                                    _build(self.pruner_cfg) or optuna.pruners.NopPruner(),
+                                    self.heartbeat_interval, self.grace_period)
+        check_trial_dirs(sweep_dir, study, url)
         sampler_cfg = OmegaConf.create(self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
-        if sampler_cfg.get("seed") is not None:
-            sampler_cfg.seed = int(sampler_cfg.seed) + len(study.trials)
         study.sampler = _build(sampler_cfg)
         log.info("Optuna study '%s' in %s: %d trial(s) so far, %d in all", self.study_name,
                  _safe_url(url), len(study.trials), self.n_trials)
-        next_job = 1 + max((int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()), default=-1)
 
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
         while True:
             optuna.storages.fail_stale_trials(study)  # trials whose worker died
-            counted = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                               TrialState.FAIL, TrialState.RUNNING))
-            n = min(self.n_jobs, self.n_trials - len(counted))
-            if n <= 0:
+            trials: list[Any] = []
+            try:
+                for _ in range(self.n_jobs):  # counted again before each ask: other workers ask too
+                    if len(study.get_trials(deepcopy=False, states=counted)) >= self.n_trials:
+                        break
+                    trials.append(self._ask(study, sweep_dir, sampler_cfg))
+            except DataError:  # this batch's other trials will not run either
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            if not trials:
                 break
-            trials = [study.ask() for _ in range(n)]
             batch = [self._overrides(trial, space, conditional, fixed, pinned) for trial in trials]
+            results: Sequence[Any] = [None] * len(trials)
             with _Heartbeats(storage, [t._trial_id for t in trials], self.heartbeat_interval):
-                results = self.launcher.launch(batch, initial_job_idx=next_job)
-            next_job += n
-            for trial, overrides, ret in zip(trials, batch, results, strict=True):
-                self._tell(study, trial, overrides, ret)
+                try:
+                    results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+                except Exception as exc:  # e.g. a SLURM job killed: each trial's record says how it ended
+                    launch_error = exc
+                    log.error("Launching trials %s failed (%s); their outcomes are read from their records",
+                              [t.number for t in trials], str(exc).strip().splitlines()[-1:] or type(exc).__name__)
+                else:
+                    launch_error = None
+            for trial, ret in zip(trials, results, strict=True):
+                self._tell(study, trial, ret, sweep_dir)
+            if launch_error is not None and not any(read_record(sweep_dir / str(t.number)) for t in trials):
+                # Not one trial started: the launcher itself is broken (sbatch refused, ...).
+                first = (str(launch_error).strip().splitlines() or [type(launch_error).__name__])[0][:300]
+                raise ExpkitError(f"the launcher started none of trials {[t.number for t in trials]} "
+                                  f"({type(launch_error).__name__}: {first}); see the log above.") from launch_error
 
         return self._report(study, sweep_dir, url)
+
+    def _ask(self, study: Any, sweep_dir: Path, sampler_cfg: DictConfig) -> Any:
+        """A new trial and its own directory ``<sweep dir>/<trial number>``, created here and now: a
+        directory that exists already belongs to another study, and the trial fails instead of
+        running beside that study's files.
+
+        A seeded sampler draws trial n with seed + n: a resumed study draws new points, the same
+        command draws the same ones, and workers that start together do not repeat each other.
+        """
+        from optuna.trial import TrialState
+
+        expected = len(study.get_trials(deepcopy=False))
+        if sampler_cfg.get("seed") is not None:
+            study.sampler = _build(OmegaConf.merge(sampler_cfg, {"seed": int(sampler_cfg.seed) + expected}))
+        trial = study.ask()
+        if sampler_cfg.get("seed") is not None and trial.number != expected:
+            study.sampler.reseed_rng()  # another worker asked meanwhile: do not repeat its draws
+        try:
+            (sweep_dir / str(trial.number)).mkdir()
+        except FileExistsError:
+            message = (f"{sweep_dir / str(trial.number)} exists already: it belongs to another study than "
+                       f"'{study.study_name}' (its storage was replaced or deleted, or another sweep wrote there). "
+                       f"Use a new hydra.sweep.dir, or move {sweep_dir} away.")
+            trial.set_user_attr("error", message)
+            study.tell(trial, state=TrialState.FAIL)
+            raise DataError(message) from None
+        return trial
 
     def _overrides(self, trial: Any, space: dict[str, Override], conditional: dict[str, dict[str, Override]],
                    fixed: Sequence[str], pinned: dict[str, str]) -> list[str]:
@@ -217,28 +357,42 @@ class OptunaSweeper(Sweeper):
             if {**pinned, **chosen}.get(key.strip()) == value.strip():
                 chosen.update({k: suggest(trial, k, o) for k, o in params.items() if k not in pinned})
         overrides = [*fixed, *(f"{k}={v}" for k, v in chosen.items())]
-        trial.set_user_attr("overrides", overrides)
-        # The job learns its trial through its environment (not its config: configs stay comparable).
-        return [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
+        trial.set_user_attr("overrides", [mask_text(o) for o in overrides])  # the study is on disk too
+        # The job learns its trial through its environment (not its config: configs stay comparable),
+        # and runs in the directory named by its trial number (_ask created it), whichever worker
+        # launches it: hydra.job.num only counts this process's jobs.
+        return [*overrides, f"hydra.sweep.subdir={trial.number}", f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
                 f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}"]
 
-    def _tell(self, study: Any, trial: Any, overrides: list[str], ret: Any) -> None:
+    def _tell(self, study: Any, trial: Any, ret: Any, sweep_dir: Path) -> None:
+        """Tell the study how ``trial`` ended: from its ``JobReturn`` ``ret``, or from its sweep record
+        when the launcher returned none (``ret`` is ``None``): COMPLETE with its finite value, PRUNED,
+        or FAIL (an error, a non-finite or missing value, a job that never ended)."""
         from optuna.trial import TrialState
 
-        value = ret._return_value
-        job_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
-        trial.set_user_attr("job_dir", job_dir)
-        if ret.status == JobStatus.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
-            study.tell(trial, float(value), skip_if_finished=True)
-            log.info("Trial %d: %s = %.6g", trial.number, self.config.get("monitor", {}).get("metric", "value"), value)
-        elif type(value).__name__ == "TrialPruned":
-            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-            log.info("Trial %d pruned (%s)", trial.number, value)
-        else:
+        job_dir = sweep_dir / str(trial.number)
+        trial.set_user_attr("job_dir", str(job_dir.resolve()))
+        metric = self.config.get("monitor", {}).get("metric", "value")
+        if ret is not None:
+            value, status = ret._return_value, ret.status
+            pruned = type(value).__name__ == "TrialPruned"
+            completed = status == JobStatus.COMPLETED
             reason = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"returned {value!r}"
-            trial.set_user_attr("error", reason[:500])
+        else:
+            record = read_record(job_dir) or {}
+            value, pruned = record.get("value"), record.get("status") == "pruned"
+            completed = record.get("status") in ("completed", "skipped")
+            reason = record.get("error") or f"its job ended without a record (status {record.get('status', 'unknown')})"
+        if completed and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            study.tell(trial, float(value), skip_if_finished=True)
+            log.info("Trial %d: %s = %.6g", trial.number, metric, value)
+        elif pruned:
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+            log.info("Trial %d pruned (%s)", trial.number, value if ret is not None else reason)
+        else:
+            trial.set_user_attr("error", mask_text(str(reason))[:500])
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            log.warning("Trial %d failed (%s); the search goes on", trial.number, reason.splitlines()[0][:300])
+            log.warning("Trial %d failed (%s); the search goes on", trial.number, str(reason).splitlines()[0][:300])
 
     def _report(self, study: Any, sweep_dir: Path, url: str) -> dict[str, Any]:
         from optuna.trial import TrialState
@@ -251,7 +405,7 @@ class OptunaSweeper(Sweeper):
             best = study.best_trial
             results.update(best_trial=best.number, best_value=best.value, best_params=best.params,
                            best_overrides=best.user_attrs.get("overrides"), best_job_dir=best.user_attrs.get("job_dir"))
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        write_atomic(sweep_dir / RESULTS_FILE, mask_text(OmegaConf.to_yaml(OmegaConf.create(results))))
         if counts["complete"]:
             message = (f"Best trial {results['best_trial']}: value {results['best_value']:.6g} with "
                        f"{' '.join(results['best_overrides'] or [])} ({sweep_dir / RESULTS_FILE})")
