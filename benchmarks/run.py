@@ -19,7 +19,8 @@ repetition, on the same network, data, batch size, steps and seed:
 Per process: whole-process wall time, time to the end of the first training step, steady-state
 step time (mean interval between consecutive steps of an epoch after warm-up: compute, data
 fetching and per-step hooks; validation and checkpoints between epochs are in the wall time only),
-the part of it outside the step (data fetching and the loop), peak RSS of the training process
+the part of it outside the step (data fetching and the loop), samples (and, for a sequence
+workload, predicted tokens) per second of steady state, peak RSS of the training process
 (wait4; W&B's service process is not included) and, on a GPU, peak CUDA memory and mean
 utilisation. Then start-up: ``train.py --cfg job`` and ``--help`` against a bare Hydra app, and the
 unavoidable imports (``imports.py``: from launch to the end of the imports). Medians with
@@ -64,7 +65,7 @@ GPU_BUDGET_S = 285  # a whole GPU run ends within 5 minutes
 RATIOS = (("c/a", "a"), ("c/b", "b"), ("c/b_wandb", "b_wandb"), ("c_no_wandb/b", "b"))  # (name, denominator)
 RATIO_KEYS = ("wall_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms")
 STEP_METRICS = ("wall_s", "cpu_s", "training_start_s", "first_step_s", "first_step_cpu_s", "step_ms", "step_cpu_ms", "outside_step_ms", "steps_per_s", "samples_per_s",
-                "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
+                "tokens_per_s", "peak_rss_mb", "cuda_peak_mb", "gpu_util_pct", "steps")
 STARTUP = {
     "python": ["-c", "pass"],
     "bare_hydra_cfg_job": ["benchmarks/bare_hydra.py", "--cfg", "job"],
@@ -255,12 +256,12 @@ def markdown(result: dict) -> str:
                   f"batch {w['batch_size']}, {w['epochs']} epochs, {fmt(wres['variants']['c']['steps'], 0)} "
                   "training steps, seed 42", "",
                   "| variant | wall s | training starts s | first step s | first step CPU s | step ms | step CPU ms "
-                  "| outside step ms | samples/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
-                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
+                  "| outside step ms | samples/s | tokens/s | peak RSS MB |" + (" CUDA peak MB | GPU util % |" if gpu else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
         for variant, v in wres["variants"].items():
             row = (f"| {variant} | {fmt(v['wall_s'])} | {fmt(v['training_start_s'])} | {fmt(v['first_step_s'])} | {fmt(v['first_step_cpu_s'])} | "
                    f"{fmt(v['step_ms'], 3)} | {fmt(v['step_cpu_ms'], 3)} | {fmt(v['outside_step_ms'], 3)} | "
-                   f"{fmt(v['samples_per_s'], 0)} | {fmt(v['peak_rss_mb'], 0)} |")
+                   f"{fmt(v['samples_per_s'], 0)} | {fmt(v.get('tokens_per_s'), 0)} | {fmt(v['peak_rss_mb'], 0)} |")
             if gpu:
                 row += f" {fmt(v['cuda_peak_mb'], 0)} | {fmt(v['gpu_util_pct'], 0)} |"
             lines.append(row)
@@ -447,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                 timing = json.loads(out_json.read_text())
                 metrics = {"wall_s": res["wall_s"], "cpu_s": res["cpu_s"], "peak_rss_mb": res["peak_rss_mb"],
                            **step_metrics(timing, args.warmup)}
+                if w.tokens_per_sample and metrics.get("samples_per_s"):
+                    metrics["tokens_per_s"] = metrics["samples_per_s"] * w.tokens_per_sample
                 if res["sampler"] and timing["steps"]:
                     metrics["gpu_util_pct"] = res["sampler"].mean(timing["steps"][0][2], timing["steps"][-1][2])
                 raw[name][variant].append(metrics)

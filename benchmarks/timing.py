@@ -23,7 +23,7 @@ class StepTimer(pl.Callback):
     Args:
         out: JSON file to write (default: ``$BENCH_OUT``).
         channels_last: convert the model to channels-last memory format (CNNs on a GPU).
-        compile: wrap the model's network in ``torch.compile``.
+        compile: wrap the model's network (``net``, else its ``forward``) in ``torch.compile``.
     """
 
     def __init__(self, out: str | None = None, channels_last: bool = False, compile: bool = False) -> None:
@@ -40,6 +40,8 @@ class StepTimer(pl.Callback):
             pl_module.to(memory_format=torch.channels_last)
         if self.compile and hasattr(pl_module, "net"):
             pl_module.net = torch.compile(pl_module.net)
+        elif self.compile:  # a module that is its network (the language model): its forward
+            pl_module.forward = torch.compile(pl_module.forward)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.cuda = pl_module.device.type == "cuda"

@@ -120,8 +120,6 @@ def test_predict_a_table_one_value_per_row(work):
     assert 1 - ((predicted - target) ** 2).sum() / ((target - target.mean()) ** 2).sum() > 0.4  # R² on all 442
 
 
-@pytest.mark.xfail(strict=True, reason="core: expkit.rebuild.rebuild sizes the datamodule (data_sizes -> "
-                   "FilesDataModule.declare_spec -> _peek_table), which requires data.target_column in the file")
 def test_predict_a_table_without_the_target(work):
     from sklearn.datasets import load_diabetes
 

@@ -68,7 +68,7 @@ def test_no_secret_in_any_file_of_a_run_sweep_search_eval_registry_or_pipeline(t
 
 
 @pytest.mark.slow
-def test_no_secret_in_a_dvc_pipeline_run(fresh_clone, tmp_path):
+def test_no_secret_in_a_dvc_pipeline_run(fresh_clone, tmp_path):  # noqa: F811
     """The documented way: params.yaml keeps the reference (python -m expkit.pipeline.params); the
     train stage resolves it when it runs and writes it nowhere."""
     from tests.test_dvc import copy_repo

@@ -15,19 +15,23 @@ from tests.conftest import ROOT, run_cli
 
 TINY = ["data=wine", "model=mlp", "trainer.max_epochs=1", "logger=none", "hydra.job.chdir=false"]
 
-# Runs train.py's main with Hydra's compositions counted; argv[1] picks expkit's entry point or the
-# undecorated @hydra.main function (Hydra's own path).
+# Runs train.py's main with Hydra's compositions counted; argv[1] picks expkit's entry point or a
+# bare @hydra.main app on the same conf/ and task function (Hydra's own path).
 COUNTING = """
 import sys
+import hydra
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from expkit.tasks.train import main
+import expkit.resolvers
+from expkit.paths import config_dir
+from expkit.tasks.train import job, main
 calls = []
 original = ConfigLoaderImpl._load_configuration_impl
 def counted(self, *args, **kwargs):
     calls.append(kwargs.get("run_mode"))
     return original(self, *args, **kwargs)
 ConfigLoaderImpl._load_configuration_impl = counted
-entry = main if sys.argv.pop(1) == "expkit" else main.__wrapped__
+bare = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(job)
+entry = main if sys.argv.pop(1) == "expkit" else bare
 sys.argv[0] = {train!r}
 try:
     entry()
@@ -45,12 +49,12 @@ def _run_counted(path: str, run_dir: Path, cwd: Path) -> int:
     return int(proc.stdout.split("COMPOSITIONS")[-1])
 
 
-def test_a_single_run_composes_its_config_once_exactly_as_hydra_does(tmp_path):
-    """Hydra composes a run's config twice (once to read hydra.mode); expkit's entry point composes
-    it once (compose.checked_composition), and the run's config and Hydra's own are the same."""
+def test_a_single_run_composes_its_config_exactly_as_hydra_does(tmp_path):
+    """expkit's entry point is a plain Hydra app: the same compositions as a bare Hydra app on the
+    same conf/ and task (no patched loader), and the same .hydra/ files."""
     ours = _run_counted("expkit", tmp_path / "ours", tmp_path)
     hydras = _run_counted("hydra", tmp_path / "hydras", tmp_path)
-    assert ours == hydras - 1
+    assert ours == hydras
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
         mine = (tmp_path / "ours" / ".hydra" / name).read_text().replace(str(tmp_path / "ours"), "RUN_DIR")
         theirs = (tmp_path / "hydras" / ".hydra" / name).read_text().replace(str(tmp_path / "hydras"), "RUN_DIR")
@@ -79,7 +83,8 @@ def test_a_multirun_leaves_garbage_collection_on(multirun, tmp_path):
 
 WANDB_INIT = """
 import sys, wandb
-from expkit.tracking.wandb import LAUNCH_INPUTS_MODULE, skip_launch_import_when_nothing_staged
+from wandb.sdk.wandb_run import Run
+from expkit.tracking.wandb import skip_launch_import_when_nothing_staged
 skip_launch_import_when_nothing_staged()
 skip_launch_import_when_nothing_staged()  # idempotent
 published = []
@@ -90,18 +95,56 @@ if sys.argv[1] == "staged":
     wandb.sdk.launch.manage_wandb_config(include=["lr"])  # W&B Launch stages a job input before init
 run = wandb.init(project="startup-test", dir=sys.argv[2], mode="offline", config={"lr": 0.1})
 run.finish()
-print("LAUNCH_IMPORTED", "wandb.sdk.launch" in sys.modules, "PUBLISHED", len(published))
+patched = getattr(Run._detect_and_apply_job_inputs, "skips_unstaged", False)
+print("RESULT", patched, "wandb.sdk.launch.inputs.internal" in sys.modules, len(published))
 """
 
 
 def test_wandb_init_imports_wandb_launch_only_when_job_inputs_are_staged(tmp_path):
-    def init(case: str) -> str:
+    """On a W&B release where the patch is verified; on any other, W&B's own method runs. Staged
+    inputs are applied either way."""
+    import wandb
+
+    from expkit.tracking.wandb import VERIFIED_LAUNCH_HOOK
+
+    def init(case: str) -> list[str]:
         proc = subprocess.run([sys.executable, "-c", WANDB_INIT, case, str(tmp_path)], capture_output=True, text=True,
                               timeout=300, check=True)
-        return proc.stdout.split("LAUNCH_IMPORTED")[-1].split()
+        return proc.stdout.split("RESULT")[-1].split()
 
-    assert init("plain") == ["False", "PUBLISHED", "0"]
-    assert init("staged") == ["True", "PUBLISHED", "1"]  # W&B's own code still applies staged inputs
+    verified = str(wandb.__version__ in VERIFIED_LAUNCH_HOOK)
+    plain = init("plain")
+    assert plain[0] == verified and plain[2] == "0"
+    if verified == "True":
+        assert plain[1] == "False"  # the import it exists to skip
+    assert init("staged") == [verified, "True", "1"]  # W&B's own code applies staged inputs
+
+
+def test_the_wandb_method_expkit_replaces_has_the_verified_source(monkeypatch):
+    """``skip_launch_import_when_nothing_staged`` replaces a private W&B method. On a release listed in
+    ``VERIFIED_LAUNCH_HOOK`` the method must have the source (signature included) that was read there,
+    or this fails; on any other release it is left as W&B ships it."""
+    import hashlib
+    import inspect
+
+    import wandb
+    from wandb.sdk.wandb_run import Run
+
+    from expkit.tracking.wandb import VERIFIED_LAUNCH_HOOK, skip_launch_import_when_nothing_staged
+
+    installed = Run._detect_and_apply_job_inputs
+    original = getattr(installed, "__wrapped__", installed)  # W&B's own, if a test patched it already
+    monkeypatch.setattr(Run, "_detect_and_apply_job_inputs", original)  # undone after this test
+    skip_launch_import_when_nothing_staged()
+    expected = VERIFIED_LAUNCH_HOOK.get(wandb.__version__)
+    if expected is None:
+        assert Run._detect_and_apply_job_inputs is original
+        return
+    source = hashlib.sha256(inspect.getsource(original).encode()).hexdigest()
+    assert source == expected, (
+        f"W&B {wandb.__version__}'s Run._detect_and_apply_job_inputs is not the source the patch was verified on: "
+        "read it again, then update VERIFIED_LAUNCH_HOOK or remove the patch")
+    assert Run._detect_and_apply_job_inputs.__wrapped__ is original
 
 
 WANDB_EARLY_SERVICE = """

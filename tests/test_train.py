@@ -177,59 +177,6 @@ def test_train_metrics_are_the_epochs_sample_weighted_loss_and_accuracy(limits, 
         assert logged["train/acc"] == pytest.approx(hits / n, abs=1e-6)
 
 
-def test_callback_hooks_skipping_lightnings_no_ops_call_the_same_hooks(tmp_path, monkeypatch):
-    """``skip_unimplemented_hooks`` (installed by every train and eval run) calls exactly the hooks
-    Lightning calls that do something, in the same order, with the same arguments and module state;
-    with a profiler attached, Lightning's own dispatch runs and the profile lists every hook."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping
-    from pytorch_lightning.trainer import call
-
-    from expkit import callbacks as expkit_callbacks
-
-    def record(calls, name, trainer, *args):
-        step = args[-1] if name.endswith("batch_end") or name.endswith("batch_start") else None
-        calls.append((name, trainer.lightning_module._current_fx_name, trainer.global_step, step))
-
-    class Recorder(pl.Callback):
-        def __init__(self):
-            self.calls = []
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            record(self.calls, "on_train_batch_start", trainer, batch_idx)
-
-        def on_before_backward(self, trainer, pl_module, loss):
-            record(self.calls, "on_before_backward", trainer)
-
-        def on_after_backward(self, trainer, pl_module):
-            record(self.calls, "on_after_backward", trainer)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            record(self.calls, "on_train_batch_end", trainer, batch_idx)
-
-        def on_validation_end(self, trainer, pl_module):
-            record(self.calls, "on_validation_end", trainer)
-
-    def fit(profiler=None):
-        recorder, bare = Recorder(), pl.Callback()
-        bare.on_before_zero_grad = lambda trainer, pl_module, optimizer: record(recorder.calls, "on_before_zero_grad", trainer)
-        limits = {"max_epochs": 2, "limit_train_batches": 3, "limit_val_batches": 2, "profiler": profiler}
-        trainer = _fit_digits(limits, [recorder, EarlyStopping(monitor="val/acc", mode="max"), bare], tmp_path)
-        return recorder.calls, trainer
-
-    with monkeypatch.context() as m:
-        m.setattr(call, "_call_callback_hooks", expkit_callbacks._LIGHTNING_CALL_CALLBACK_HOOKS)
-        lightnings, _ = fit()
-    expkit_callbacks.skip_unimplemented_hooks()
-    assert call._call_callback_hooks is expkit_callbacks._call_implemented_callback_hooks
-    ours, _ = fit()
-    assert len(lightnings) == 1 + 2 * (3 * 5 + 1) and ours == lightnings  # the sanity check, then 2 epochs
-
-    profiled_calls, profiled = fit(profiler="simple")
-    assert profiled_calls == lightnings
-    assert "[Callback]Callback.on_before_zero_grad" in profiled.profiler.recorded_durations  # a no-op, profiled
-
-
 def test_throttled_progress_bar_skips_updates_but_shows_each_epochs_last_batch(tmp_path):
     import pytorch_lightning as pl
 

@@ -275,9 +275,6 @@ def build_trainer(trainer_cfg: Mapping, logger_cfg: Mapping | None, run_dir: Pat
     (``trainer.plugins``)."""
     from hydra.utils import instantiate
 
-    from expkit.callbacks import skip_unimplemented_hooks
-
-    skip_unimplemented_hooks()
     loggers = build_loggers(logger_cfg, run_dir)
     configured = instantiate(trainer_cfg.get("plugins")) if trainer_cfg.get("plugins") else []
     configured = list(configured) if isinstance(configured, (list, tuple)) or OmegaConf.is_list(configured) else [configured]

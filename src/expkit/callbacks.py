@@ -1,5 +1,4 @@
-"""Lightning callbacks of expkit's own (conf/callbacks/default.yaml lists them), and the way every
-callback's hooks are called (``skip_unimplemented_hooks``)."""
+"""Lightning callbacks of expkit's own (conf/callbacks/default.yaml lists them)."""
 
 from __future__ import annotations
 
@@ -9,50 +8,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.profilers import PassThroughProfiler
-from pytorch_lightning.trainer import call
 
 from expkit.errors import NonFiniteLoss
-
-_LIGHTNING_CALL_CALLBACK_HOOKS = call._call_callback_hooks
-
-
-def skip_unimplemented_hooks() -> None:
-    """Have Lightning call only the callback hooks a callback implements (idempotent, process-wide).
-
-    Lightning calls every hook of every callback, Lightning's empty base methods included, each
-    inside a profiler context whose name it formats from the callback's ``state_key`` (for
-    ``ModelCheckpoint`` and ``EarlyStopping`` a ``repr`` of their settings, every time). With the
-    seven callbacks a default run has, that is about 40 calls a training step that do nothing:
-    about 0.13 ms of host work a step on a 2-core CPU (``benchmarks/run.py``), more on a slow GPU
-    host, where a small model's step is only a few ms of host work. TorchTNT made the same change
-    (pytorch/tnt#455).
-
-    This replaces ``pytorch_lightning.trainer.call._call_callback_hooks`` (the one function every
-    loop calls callbacks through) with one that skips a hook still bound to ``pl.Callback``'s
-    no-op. Nothing else changes: the implemented hooks run in the same order with the same
-    arguments. With a profiler attached (``debug=profiler``) and for the monitoring-callback
-    filter, Lightning's own function runs, so profiles still list every hook.
-    """
-    call._call_callback_hooks = _call_implemented_callback_hooks
-
-
-def _call_implemented_callback_hooks(
-    trainer: pl.Trainer, hook_name: str, *args: Any, monitoring_callbacks: bool | None = None, **kwargs: Any
-) -> None:
-    if monitoring_callbacks is not None or not isinstance(trainer.profiler, PassThroughProfiler):
-        return _LIGHTNING_CALL_CALLBACK_HOOKS(trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks, **kwargs)
-    no_op = getattr(pl.Callback, hook_name, None)
-    pl_module = trainer.lightning_module
-    if pl_module:
-        prev_fx_name = pl_module._current_fx_name
-        pl_module._current_fx_name = hook_name
-    for callback in trainer.callbacks:
-        fn = getattr(callback, hook_name)
-        if getattr(fn, "__func__", None) is not no_op and callable(fn):
-            fn(trainer, pl_module, *args, **kwargs)
-    if pl_module:
-        pl_module._current_fx_name = prev_fx_name
 
 
 def ends_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:

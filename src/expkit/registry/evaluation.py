@@ -149,10 +149,9 @@ def input_stats(rebuilt_or_data: Rebuilt | Mapping, stage: str = "train") -> dic
     """:func:`feature_stats` of a split's inputs (each batch's first tensor), from a fresh
     datamodule of the data config with its ``standardize`` switch off, if it has one: the raw
     inputs, as drift compares them."""
-    from expkit.build import build_datamodule
-
     from hydra.utils import get_object
 
+    from expkit.build import build_datamodule
     from expkit.config.targets import parameters
 
     data_cfg = dict(rebuilt_or_data.config["data"] if isinstance(rebuilt_or_data, Rebuilt) else rebuilt_or_data)

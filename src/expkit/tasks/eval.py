@@ -9,9 +9,8 @@ eval's own run directory.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 from omegaconf import DictConfig
 

@@ -16,11 +16,10 @@ dimensions (per-token outputs, images) go to a ``.npy`` file of the same name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import os
 
 from omegaconf import DictConfig
 
