@@ -14,15 +14,17 @@ Inside the app, :func:`check_choices` refuses what Hydra silently accepts: an op
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from expkit.errors import ConfigError, ExpkitError, exit_with, full_error
 
 _task_started = False  # set when Hydra calls the task function: later errors are the task's
+_primary_path: str | None = None  # the app's primary config directory (run_app's config_path)
 
 
 def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: str | os.PathLike | None = None) -> Any:
@@ -38,8 +40,9 @@ def run_app(config_name: str, task_function: Callable[[Any], Any], config_path: 
     from expkit.paths import config_dir
     from expkit.startup import paused_collection
 
-    global _task_started
+    global _task_started, _primary_path
     path = str(Path(config_path).resolve()) if config_path else str(config_dir())
+    _primary_path = path
 
     def task(cfg: Any) -> Any:
         global _task_started
@@ -113,8 +116,44 @@ def explain(exc: Exception, config_name: str) -> ConfigError | None:
     command line, or ``None`` when it is not such a failure."""
     import yaml
     from hydra._internal.utils import get_args_parser
-    from hydra.errors import HydraException, OverrideParseException
+    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
+        return None
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    config_name = args.config_name or config_name
+    with app_search_path(args.config_path or _primary_path, args.config_dir):
+        return _explain(exc, args.overrides, config_name)
+
+
+@contextlib.contextmanager
+def app_search_path(primary: str | None, config_dir: str | None) -> Iterator[None]:
+    """Hydra initialized with the search path the failed app had: its primary config directory and
+    ``--config-dir`` (as Hydra's own entry point builds it), so an explanation sees the user's
+    groups and options. ``hydra.searchpath=[...]`` overrides are applied per composition."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    if primary is None or GlobalHydra.instance().is_initialized():
+        yield
+        return
+    search_path = create_config_search_path(primary if "://" in primary else f"file://{primary}")
+    if config_dir:
+        search_path.prepend(provider="command-line", path=f"file://{Path(config_dir).resolve()}",
+                            anchor=SearchPathQuery(provider="schema"))
+    Hydra.create_main_hydra2(task_name="explain", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _explain(exc: Exception, overrides: list[str], config_name: str) -> ConfigError:
+    import yaml
+    from hydra.errors import OverrideParseException
 
     from expkit.config.compose import (
         check_group_options,
@@ -124,13 +163,9 @@ def explain(exc: Exception, config_name: str) -> ConfigError | None:
     )
     from expkit.config.suggest import did_you_mean
 
-    if not isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
-        return None
-    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    config_name = args.config_name or config_name
     try:
-        parse_overrides(args.overrides)
-        check_group_options(args.overrides, config_name)  # model=cnnn: the options, a did-you-mean
+        parse_overrides(overrides)
+        check_group_options(overrides, config_name)  # model=cnnn: the options, a did-you-mean
     except ConfigError as found:
         return found
     except Exception:  # noqa: BLE001 - the composition below explains it
@@ -144,16 +179,26 @@ def explain(exc: Exception, config_name: str) -> ConfigError | None:
     if isinstance(exc, yaml.YAMLError) or "while parsing" in str(exc) or "while scanning" in str(exc):
         return ConfigError(f"a config file does not load: {' '.join(str(exc).split())[:400]}")
     try:
-        return explain_composition_error(exc, args.overrides, config_name)
+        return explain_composition_error(exc, overrides, config_name)
     except Exception:  # noqa: BLE001 - explaining must never hide Hydra's own message
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         return ConfigError(f"the config does not compose: {first}")
 
 
-def check_choices(overrides: list[str]) -> None:
+def check_choices(overrides: list[str], config: Any = None) -> None:
     """Refuse a ``group=option`` whose option does not exist, which Hydra silently ignores for an
     ``optional`` group (``experiment=digits_cnnn``). Runs inside the app, on its config loader, so
     options from ``--config-dir`` and ``hydra.searchpath`` count."""
+    from hydra.core.hydra_config import HydraConfig
+
     from expkit.config.compose import check_group_options
 
-    check_group_options(overrides)
+    # hydra.searchpath=[...] is one of Hydra's own overrides (hydra.overrides.hydra), not the task's,
+    # and it extends the groups only for the composition that reads it: pass it along.
+    hydra_overrides = []
+    if config is not None:  # a multirun's master config (HydraConfig is set per job)
+        hydra_overrides = list(config.hydra.overrides.hydra)
+    elif HydraConfig.initialized():
+        hydra_overrides = list(HydraConfig.get().overrides.hydra)
+    searchpath = [o for o in hydra_overrides if o.startswith("hydra.searchpath")]
+    check_group_options([*searchpath, *overrides])

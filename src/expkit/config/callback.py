@@ -71,9 +71,10 @@ class ValidateSweep(Callback):
 
         check_location(config)
         try:
-            check_choices(sweep_overrides(config))
+            check_choices(sweep_overrides(config), config)
             check_sweeper_can_run(config)
-            jobs = expand_sweep(sweep_overrides(config))
+            searchpath = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
+            jobs = [[*searchpath, *job] for job in expand_sweep(sweep_overrides(config))]
             sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name)
         except ExpkitError as exc:
             exit_with(exc)
