@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
 
 
+@pytest.mark.slow  # ~60 s: a whole benchmark run, once per workload
 def test_quick_benchmark_writes_table_and_json_with_every_field(tmp_path):
     proc = subprocess.run([*RUN, "--quick", "--workloads", "mlp_digits", "--out", str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -121,6 +122,7 @@ def test_an_expkit_training_step_runs_no_more_device_operations_than_plain_light
     assert c.per_step() <= b.per_step(), (c.ops - b.ops, b.ops - c.ops)
 
 
+@pytest.mark.slow
 def test_sequence_workload_runs_the_same_steps_in_every_variant_and_reports_tokens_per_second(tmp_path):
     proc = subprocess.run([*RUN, "--quick", "--workloads", "char_lm_text", "--variants", "a,b,c", "--no-startup",
                            "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)

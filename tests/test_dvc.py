@@ -156,6 +156,7 @@ def test_push_then_pull_in_another_clone(reproduced, tmp_path):
     assert metrics(other) == metrics(repo)
 
 
+@pytest.mark.slow  # two full pipelines from scratch
 def test_two_repros_from_scratch_give_identical_results(reproduced, tmp_path):
     """trainer=cpu (conf/pipeline.yaml) is deterministic: same metrics, curves, predictions."""
     repo = copy_repo(reproduced[0], tmp_path / "repo")

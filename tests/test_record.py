@@ -102,6 +102,7 @@ def test_reproduce_refuses_changed_config(recorded, tmp_path):
     assert proc.returncode == 2 and "trainer.max_epochs" in proc.stderr
 
 
+@pytest.mark.slow  # a long run killed and resumed; tests/test_faults.py covers kill -9 + resume by default
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     overrides = ["trainer=cpu", "seed=0", "data=digits", "data.batch_size=16", "trainer.max_epochs=4",
                  "callbacks.early_stopping.patience=100", "logger=wandb"]
