@@ -19,7 +19,8 @@ from tests.test_dvc import fresh_clone  # noqa: F401  (the fixture)
 SECRETS = {"override": "hunter2-override", "nested": "nested-tok-4242", "url": "pw-in-url-777", "env": "env-key-31337"}
 PLANTED = [f"+db_password={SECRETS['override']}", f"+svc.creds.token={SECRETS['nested']}",
            f"+db_url=postgresql://user:{SECRETS['url']}@db.example/x", "+service.api_key=${oc.env:MY_SERVICE_TOKEN}"]
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MY_SERVICE_TOKEN": SECRETS["env"]}
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MY_SERVICE_TOKEN": SECRETS["env"],
+       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # dvc's stages run `python`
 TINY = ["data=wine", "trainer=cpu", "trainer.max_epochs=1"]
 
 

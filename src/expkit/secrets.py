@@ -26,7 +26,9 @@ from typing import Any
 MASK = "***"
 SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey"}
 SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("auth", "token")}
-URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*):(?P<password>[^@/\s'\"]+)@")
+# Also as Hydra writes a multirun job's overrides, colons escaped: postgresql\://user\:pw@host.
+URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*\\?://[^:/@\s'\"\\]*)(?P<sep>\\?:)(?P<password>[^@/\s'\"]+)@")
 ENV_REFERENCE = "${oc.env:"
 # key=value and key: value where the key names a secret (command lines, overrides, log lines, YAML).
 _ASSIGNMENT = re.compile(r"(?P<key>[+~]*[A-Za-z_][\w.\-/]*)(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,\]\}]+)")
@@ -54,7 +56,7 @@ def mask_text(text: str) -> str:
     of secret environment variables replaced by ``***``."""
     if not isinstance(text, str) or not text:
         return text
-    text = URL_CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    text = URL_CREDENTIALS.sub(lambda m: f"{m['head']}{m['sep']}{MASK}@", text)
 
     def assignment(match: re.Match) -> str:
         if not is_secret_key(match["key"]) or match["value"].startswith(ENV_REFERENCE) or match["value"] == MASK:
