@@ -6,8 +6,9 @@ passes only what the run itself decides, listed in :data:`INJECTED_ARGUMENTS`: t
 the trainer's loggers and callbacks.
 
 **Sizes from the data (opt-in).** A datamodule may describe its data with a ``sizes`` attribute:
-a mapping from constructor-argument names to values, readable before ``setup()`` (nothing loaded),
-e.g. ``{"input_shape": (1, 8, 8), "num_classes": 10}``. The model gets each size its constructor
+a mapping from constructor-argument names to integers or tuples of them, readable before
+``setup()`` (nothing loaded), e.g. ``{"input_shape": (1, 8, 8), "num_classes": 10}`` (a ``sizes``
+of another form, such as a list of split sizes, is not read). The model gets each size its constructor
 names and its config leaves unset (absent or ``null``); a size the config pins must agree with the
 data. A component of the model config whose class has a ``accepts(**sizes) -> str | None`` method
 is asked whether it can take the data (a reason to refuse, or ``None``). A datamodule without
@@ -41,17 +42,24 @@ INJECTED_ARGUMENTS: dict[str, tuple[str, ...]] = {
 def data_sizes(datamodule: Any) -> dict[str, Any]:
     """The sizes ``datamodule`` declares (its ``sizes`` mapping); ``{}`` when it declares none.
 
-    Raises :class:`ConfigError` when ``sizes`` is not a mapping of names to values.
+    The protocol is opt-in, so a ``sizes`` attribute that is not a mapping of names to sizes (an
+    integer, or a sequence of integers) means something else to its datamodule (e.g. its split
+    sizes, ``[240, 80, 80]``) and is ignored: ``{}``.
     """
     sizes = getattr(datamodule, SIZES_ATTRIBUTE, None)
-    if sizes is None:
+    if not isinstance(sizes, Mapping) or not all(isinstance(k, str) and _is_size(v) for k, v in sizes.items()):
         return {}
-    if not isinstance(sizes, Mapping) or not all(isinstance(k, str) for k in sizes):
-        raise ConfigError(
-            f"data: {type(datamodule).__name__}.{SIZES_ATTRIBUTE} must map argument names to sizes "
-            f"(e.g. {{'num_classes': 10}}), got {type(sizes).__name__}."
-        )
     return {k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}
+
+
+def _is_size(value: Any) -> bool:
+    """Whether ``value`` is a size: an integer (``num_classes``) or a sequence of them (``input_shape``)."""
+    import numbers
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    return integer(value) or isinstance(value, (list, tuple)) and all(integer(v) for v in value)
 
 
 def describe_data(datamodule: Any, sizes: Mapping[str, Any] | None = None) -> str:
@@ -185,6 +193,17 @@ def build_model(model_cfg: Mapping, sizes: Mapping[str, Any] | None = None, data
     return _instantiate(model_cfg, key, pl.LightningModule, "LightningModule", **sized_arguments(model_cfg, sizes))
 
 
+def not_built(key: str, target: Any, cause: BaseException | None, fallback: str = "") -> ConfigError:
+    """The one-line error for a component whose constructor refused its config (``build`` and the
+    pre-launch check say the same)."""
+    if cause is not None:
+        reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+    else:
+        reason = fallback
+    return ConfigError(f"{key}: {target} could not be built from the config ({reason}); fix {key}.* in the config "
+                       "or on the command line.")
+
+
 def _instantiate(cfg: Mapping, key: str, base: type, base_name: str, **kwargs: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -198,9 +217,7 @@ def _instantiate(cfg: Mapping, key: str, base: type, base_name: str, **kwargs: A
         cause = exc.__cause__
         if isinstance(cause, ExpkitError):
             raise cause from None
-        reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else str(exc).splitlines()[0]
-        raise ConfigError(f"{key}: {target} could not be built from the config ({reason}); fix {key}.* in the config "
-                          "or on the command line.") from None
+        raise not_built(key, target, cause, (str(exc).splitlines() or [""])[0]) from None
     if not isinstance(obj, base):
         raise ConfigError(f"{key}._target_={target} builds a {type(obj).__module__}.{type(obj).__qualname__}, not a "
                           f"{base_name}: point {key}._target_ at a {base_name} class.")

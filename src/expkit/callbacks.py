@@ -111,9 +111,14 @@ class CheckMonitoredMetric(pl.Callback):
     Checkpointing, early stopping, a plateau scheduler and sweeps all read ``monitor.metric``; a
     name the module never logs would otherwise fail inside one of them, or silently never improve.
     Checked at the end of Lightning's sanity check (before the first training step) when the name
-    has the prefix of the validation metrics logged there (``val/mse`` against ``val/loss``), and
-    at the latest at the end of the first epoch in which validation ran (every training and
-    validation metric has been logged by then). expkit's train task adds it to every run.
+    has the prefix of the validation metrics logged there (``val/mse`` against ``val/loss``), the
+    same at the end of the first real validation (also without a sanity check, and when that is
+    a later epoch's: ``check_val_every_n_epoch=2``), at the end of every training epoch when the
+    name has the prefix of a metric logged by then (``train/los`` against ``train/loss``), and at
+    the latest at the end of the first epoch in which validation ran (every training and
+    validation metric has been logged by then), or of the first epoch when the run has no
+    validation loop (no val dataloader, ``limit_val_batches=0``). expkit's train task adds it to
+    every run.
 
     Args:
         monitor: the metric's name, as the module logs it (``self.log(name, ...)``).
@@ -122,7 +127,9 @@ class CheckMonitoredMetric(pl.Callback):
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
         self.found = False
-        self._validated = False
+        self._validated = False  # a validation (not the sanity check) has run
+        self._before_validation: set[str] = set()
+        self._prefix = monitor.split("/", 1)[0] + "/" if "/" in monitor else None  # val/loss: val/
 
     def _check(self, trainer: pl.Trainer, final: bool) -> None:
         from expkit.errors import ConfigError
@@ -131,8 +138,7 @@ class CheckMonitoredMetric(pl.Callback):
         if self.monitor in logged:
             self.found = True
             return
-        prefix = self.monitor.split("/", 1)[0] + "/" if "/" in self.monitor else None
-        if final or prefix and any(name.startswith(prefix) for name in logged):
+        if final or self._prefix and any(name.startswith(self._prefix) for name in logged):
             from expkit.config.suggest import did_you_mean
 
             raise ConfigError(
@@ -144,12 +150,33 @@ class CheckMonitoredMetric(pl.Callback):
         if not self.found:
             self._check(trainer, final=False)
 
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._before_validation = set(trainer.callback_metrics)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validated = self._validated or not trainer.sanity_checking
+        if trainer.sanity_checking or self._validated:
+            return
+        self._validated = True
+        # Judged now when validation logged names of the name's prefix (before early stopping or
+        # checkpointing fail on it); a training metric may still come at the epoch's end.
+        logged_here = set(trainer.callback_metrics) - self._before_validation
+        if not self.found and self._prefix and any(name.startswith(self._prefix) for name in logged_here):
+            self._check(trainer, final=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.found and (self._validated or not trainer.num_val_batches or not sum(trainer.num_val_batches)):
-            self._check(trainer, final=True)
+        if not self.found:
+            self._check(trainer, final=self._validated or not self._will_validate(trainer))
+
+    @staticmethod
+    def _will_validate(trainer: pl.Trainer) -> bool:
+        """Whether a validation may still run: the run has a validation loop (a val dataloader, a
+        ``validation_step``, ``limit_val_batches`` > 0) that is not known to have 0 batches. The
+        validation data is only loaded for the first epoch that validates, so an empty
+        ``num_val_batches`` before then means "not loaded yet" (``check_val_every_n_epoch=2``)."""
+        if not trainer.enable_validation:
+            return False
+        batches = trainer.num_val_batches
+        return not batches or sum(batches) > 0
 
 
 class StopSignals:

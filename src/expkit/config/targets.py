@@ -38,7 +38,6 @@ from expkit.config.suggest import did_you_mean
 from expkit.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
-_FORWARDS_KWARGS = re.compile(r"super\(\)\.__init__\([^)]*\*\*\w+")
 
 
 def target_nodes(node: Any, key: str = "") -> Iterator[tuple[str, Mapping]]:
@@ -87,7 +86,9 @@ def parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
     """The keyword parameters ``target`` takes and whether it takes any others (``**kwargs``).
 
     A class whose ``__init__`` passes ``**kwargs`` on to ``super().__init__`` takes its parents'
-    parameters too (``FilesDataModule`` takes ``ArrayDataModule``'s ``batch_size``).
+    parameters too (``FilesDataModule`` takes ``ArrayDataModule``'s ``batch_size``), and the keys
+    it reads from ``kwargs`` by name on the way (``kwargs.pop("note", None)``); one that uses
+    ``kwargs`` any other way, or passes it elsewhere, takes anything.
     """
     if not inspect.isclass(target):
         try:
@@ -97,6 +98,7 @@ def parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
         named = {n: p for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         return named, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     named: dict[str, inspect.Parameter] = {}
+    consumed: list[str] = []  # read from **kwargs by a subclass that passes the rest on
     for cls in target.__mro__:
         if "__init__" not in vars(cls):
             continue
@@ -111,15 +113,64 @@ def parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
                 if named and param.default is param.empty:  # a parent's: the subclass passes it on
                     param = param.replace(default=None)
                 named.setdefault(name, param)
-        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            return named, False
-        try:
-            forwards = bool(_FORWARDS_KWARGS.search(inspect.getsource(cls.__init__)))
-        except (OSError, TypeError):
-            forwards = False
-        if not forwards:  # **kwargs goes elsewhere (e.g. WandbLogger -> wandb.init): anything goes
+        var_keyword = next((p.name for p in sig.parameters.values() if p.kind == p.VAR_KEYWORD), None)
+        if var_keyword is None:
+            break
+        keys = _kwargs_read_then_forwarded(cls.__init__, var_keyword)
+        if keys is None:  # **kwargs goes elsewhere (e.g. WandbLogger -> wandb.init): anything goes
             return named, True
+        consumed += keys
+    for name in consumed:
+        named.setdefault(name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None))
     return named, False
+
+
+def _kwargs_read_then_forwarded(function: Any, name: str) -> list[str] | None:
+    """The keys ``function`` reads from its ``**name`` by literal name (``name.pop("k", ...)``,
+    ``name.get("k")``, ``name["k"]``, ``"k" in name``) when the only other use of ``name`` is
+    ``super().__init__(..., **name)``; ``None`` when it uses ``name`` otherwise, does not pass it
+    to ``super().__init__`` or its source cannot be read."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+    def is_kwargs(node: ast.AST) -> bool:
+        return isinstance(node, ast.Name) and node.id == name
+
+    def literal(node: ast.AST) -> str | None:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    keys: list[str] = []
+    allowed: set[int] = set()  # the ids of the Name nodes whose use is understood
+    forwarded = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and is_kwargs(func.value) and func.attr in ("pop", "get", "setdefault") \
+                    and node.args and literal(node.args[0]) is not None:
+                keys.append(literal(node.args[0]))
+                allowed.add(id(func.value))
+            to_super = isinstance(func, ast.Attribute) and func.attr == "__init__" and isinstance(func.value, ast.Call) \
+                and isinstance(func.value.func, ast.Name) and func.value.func.id == "super"
+            for keyword in node.keywords:
+                if keyword.arg is None and is_kwargs(keyword.value) and to_super:
+                    forwarded = True
+                    allowed.add(id(keyword.value))
+        elif isinstance(node, ast.Subscript) and is_kwargs(node.value) and literal(node.slice) is not None:
+            keys.append(literal(node.slice))
+            allowed.add(id(node.value))
+        elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)) \
+                and is_kwargs(node.comparators[0]) and literal(node.left) is not None:
+            keys.append(literal(node.left))
+            allowed.add(id(node.comparators[0]))
+    uses = [node for node in ast.walk(tree) if is_kwargs(node)]
+    if not forwarded or any(id(node) not in allowed for node in uses):
+        return None
+    return list(dict.fromkeys(keys))
 
 
 def _hints(target: Any) -> dict[str, Any]:
@@ -692,13 +743,47 @@ def _torch_nn_frame(exc: BaseException) -> Any:
     return inside[-1] if inside else None
 
 
+def _raised_in_torch(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside torch (outside ``torch.nn``): an operation the ``meta``
+    device does not support, or a device this machine lacks (``.cuda()``)."""
+    import traceback
+
+    frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
+    return bool(frames) and f"{os.sep}torch{os.sep}" in frames[-1].f_code.co_filename
+
+
+def _layer_culprits(frame: Any, values: Mapping[str, Any], exc: BaseException) -> list[str]:
+    """``key=value`` of the config ``values`` passed to the refusing layer (the arguments of the
+    ``torch.nn`` function ``frame`` runs), e.g. ``model.d=five`` that became ``Linear``'s
+    ``in_features``. For a ``TypeError`` the values that are not numbers go first."""
+    code = frame.f_code
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    arguments = [frame.f_locals[n] for n in names if n != "self" and n in frame.f_locals]
+
+    def same(value: Any, argument: Any) -> bool:
+        if isinstance(value, (list, tuple)) or isinstance(argument, (list, tuple)):
+            return isinstance(value, (list, tuple)) and isinstance(argument, (list, tuple)) and list(value) == list(argument)
+        try:
+            return type(value) is type(argument) and bool(value == argument)
+        except Exception:  # a tensor or another value without a plain comparison
+            return False
+
+    matched = [k for k, v in values.items() if any(same(v, a) for a in arguments)]
+    if isinstance(exc, TypeError):
+        matched = [k for k in matched if not _number(values[k])] or matched
+    shown = {c.split("=", 1)[0] for c in _culprits(str(exc), values)}
+    return [f"{k}={show_value(values[k])}" for k in ([k for k in matched if k in shown] or matched)]
+
+
 def probe_model(model_cfg: Mapping, sizes: Mapping[str, Any], key: str = "model") -> list[ConfigError]:
     """Build the model on PyTorch's ``meta`` device (shapes only: no memory, no computation),
     sized from the data as :func:`expkit.build.build_model` sizes it, and refuse what ``torch.nn``
-    refuses (``nn.Dropout(p=1.5)``, a negative width, heads that do not divide the width) and
-    layers that pass nothing on: a weight with a dimension of 0 (a width of 0) or a dropout that
-    drops everything. Failures that are not ``torch.nn``'s (a module that reads files or needs a
-    real device when built) are left to the real build."""
+    refuses (``nn.Dropout(p=1.5)``, a negative width, heads that do not divide the width), what
+    the model's own constructor refuses (a ``ValueError``, ``TypeError``, ``LookupError`` or
+    ``AssertionError`` it raises, refused as the real build refuses it) and layers that pass
+    nothing on: a weight with a dimension of 0 (a width of 0) or a dropout that drops everything.
+    Failures of other kinds, or raised inside torch (a module that reads files, needs a real
+    device or an operation the ``meta`` device lacks), are left to the real build."""
     import torch
     from hydra.utils import instantiate
 
@@ -714,11 +799,18 @@ def probe_model(model_cfg: Mapping, sizes: Mapping[str, Any], key: str = "model"
         if isinstance(cause, ExpkitError):
             return [cause] if isinstance(cause, ConfigError) else []
         frame = _torch_nn_frame(cause)
-        if frame is None or "meta" in str(cause):
+        if "meta" in str(cause) or frame is None and (
+                _raised_in_torch(cause) or not isinstance(cause, (ValueError, TypeError, LookupError, AssertionError))):
             log.debug("%s: not checked on the meta device (%s: %s)", key, type(cause).__name__, cause)
             return []
+        if frame is None:  # the model's own constructor refuses its arguments: as build_model says it
+            from expkit.build import not_built
+
+            return [not_built(key, model_cfg["_target_"], cause)]
         layer = type(frame.f_locals.get("self")).__name__ if "self" in frame.f_locals else frame.f_code.co_name
-        culprits = _culprits(str(cause), values) or [key]
+        named = [k for k in values if re.search(rf"(?<![\w.]){re.escape(k.rsplit('.', 1)[-1])}(?!\w)", str(cause))]
+        culprits = ([f"{k}={show_value(values[k])}" for k in named] or _layer_culprits(frame, values, cause)
+                    or _culprits(str(cause), values) or [key])
         return [ConfigError(f"{', '.join(culprits)}: torch.nn.{layer} refuses it when {_name(model_cfg.get('_target_'))} "
                             f"is built ({type(cause).__name__}: {' '.join(str(cause).split())[:200]}); change "
                             f"{' or '.join(c.split('=', 1)[0] for c in culprits)}.")]
