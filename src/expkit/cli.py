@@ -65,7 +65,13 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     args = sys.argv[1:] if argv is None else argv
+    # As under `python -m` (and `python train.py` from a project's root): a package in the current
+    # directory (`expkit init`'s my_lab) imports; the console script puts only its own folder first.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return

@@ -6,12 +6,16 @@ read and preprocessed exactly as in training, from the recorded config (the same
 checkpoint), with the ``data.*`` keys given on the command line changed (``data.path``). Lightning
 runs the module's ``predict_step`` over the datamodule's ``predict_dataloader``; for expkit's
 datamodules that is every sample of ``data.path`` (labels not needed), for others whatever their
-``predict_dataloader`` yields.
+``predict_dataloader`` yields. A checkpoint written outside expkit records no config: name the
+options it was trained with (``model=<option> data=<option>``).
 
 Written to ``output`` (default ``<run dir>/predictions.csv``), one row per input: for a classifier
 (outputs ``(n, classes)``) the predicted class (its label as in the training data when known), its
-index and every class probability; otherwise the outputs, one column each. Outputs with more
-dimensions (per-token outputs, images) go to a ``.npy`` file of the same name.
+index and every class probability; otherwise the outputs, one column each. A ``predict_step``
+returning a dict gets a column per key (``mean``, ``std``; ``mean_0``, ``mean_1`` for several values
+per row), a tuple ``output_0``, ``output_1`` ... Outputs with more dimensions (per-token outputs,
+images) go to a ``.npy`` file of the same name (``<output>_<key>.npy`` for a named one). Anything
+else (a number per batch, strings, outputs of different row counts) is refused in one line.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ def data_config(recorded: Mapping[str, Any], default: Mapping[str, Any], chosen:
     return {**default, **{k: v for k, v in recorded.items() if k in takes and k != "_target_"}, **explicit}
 
 
+def chosen_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data=`` option's config without the keys its datamodule does not take that are unset
+    (predict.yaml's ``data.path: null`` placed on a datamodule of one's own that reads no file)."""
+    from hydra.utils import get_object
+
+    from expkit.config.targets import parameters
+
+    named, takes_any = parameters(get_object(str(data["_target_"])))
+    return {k: v for k, v in data.items() if k == "_target_" or takes_any or k in named or v is not None}
+
+
 def predict_loader(rebuilt: Any) -> Any:
     """The datamodule's ``predict_dataloader``, else its ``test_dataloader``; a module without its
     own ``predict_step`` gets each batch's first tensor through ``forward`` (Lightning's default
@@ -79,20 +94,104 @@ def predict_loader(rebuilt: Any) -> Any:
     return loader
 
 
-def write_predictions(outputs: Any, output: Path, datamodule: Any, sizes: Mapping[str, Any]) -> tuple[Path, int]:
-    """Write the concatenated predict outputs to ``output`` (CSV; ``.npy`` beside it for outputs
-    of more than two dimensions); returns the file written and the number of rows."""
+PREDICT_OUTPUTS = ("a tensor with one row per input, or a dict or tuple of such tensors "
+                   "(one column per output; more dimensions go to a .npy)")
+
+
+def _rows(value: Any, name: str, model: str) -> Any:
+    """One batch's output ``name`` as an array of one row per input; :class:`ConfigError` otherwise."""
     import numpy as np
-    import pandas as pd
     import torch
 
-    values = torch.cat([torch.as_tensor(o).reshape(len(o), *torch.as_tensor(o).shape[1:]) for o in outputs]).float().numpy() \
-        if outputs else np.zeros((0,), np.float32)
+    try:
+        array = (value.detach().cpu().float() if isinstance(value, torch.Tensor) else torch.as_tensor(value).float()).numpy()
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{model}.predict_step returns {name} of type {type(value).__name__}: "
+                          f"return {PREDICT_OUTPUTS}.") from None
+    if array.ndim == 0:
+        raise ConfigError(f"{model}.predict_step returns {name} as one number per batch: return {PREDICT_OUTPUTS}.")
+    return np.asarray(array)
+
+
+def named_outputs(outputs: list[Any], model: str) -> dict[str | None, Any]:
+    """The predict outputs of every batch, concatenated per output: ``{None: array}`` for a tensor,
+    ``{key: array}`` for a dict, ``{"output_<i>": array}`` for a tuple or list (each array one row per
+    input). Raises :class:`ConfigError` for anything else, or outputs whose row counts disagree."""
+    import numpy as np
+
+    batches: list[dict[str | None, Any]] = []
+    for out in outputs:
+        if isinstance(out, Mapping):
+            named = {str(k): v for k, v in out.items()}
+        elif isinstance(out, (tuple, list)) and all(hasattr(v, "shape") for v in out):
+            named = {f"output_{i}": v for i, v in enumerate(out)}
+        else:
+            named = {None: out}
+        if not named:
+            raise ConfigError(f"{model}.predict_step returns an empty {type(out).__name__}: return {PREDICT_OUTPUTS}.")
+        rows = {k: _rows(v, "its output" if k is None else f"'{k}'", model) for k, v in named.items()}
+        lengths = {k: len(v) for k, v in rows.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{model}.predict_step returns outputs of different row counts in one batch "
+                              f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}): return one row per input in each.")
+        if batches and rows.keys() != batches[0].keys():
+            raise ConfigError(f"{model}.predict_step returns outputs {sorted(map(str, rows))} for one batch and "
+                              f"{sorted(map(str, batches[0]))} for another: return the same outputs for every batch.")
+        batches.append(rows)
+    if not batches:
+        return {None: np.zeros((0,), np.float32)}
+    try:
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    except ValueError:
+        shapes = {str(k): sorted({b[k].shape[1:] for b in batches}) for k in batches[0]}
+        raise ConfigError(f"{model}.predict_step returns outputs whose shape changes between batches ({shapes}): "
+                          f"return {PREDICT_OUTPUTS}.") from None
+
+
+def write_predictions(outputs: Any, output: Path, datamodule: Any, sizes: Mapping[str, Any],
+                      model: str = "the module") -> tuple[Path, int]:
+    """Write the concatenated predict outputs to ``output``: a CSV of one row per input and one
+    column per output (``prediction`` for one number; a dict's keys; ``output_<i>`` for a tuple);
+    an output of more than two dimensions goes to a ``.npy`` beside it (``<output>.npy`` for a single
+    tensor, ``<output>_<name>.npy`` for a named one). Returns the main file written and the number of
+    rows."""
+    import numpy as np
+    import pandas as pd
+
+    values = named_outputs(list(outputs), model)
+    rows = len(next(iter(values.values())))
     output.parent.mkdir(parents=True, exist_ok=True)
-    if values.ndim > 2:
-        path = output.with_suffix(".npy")
-        np.save(path, values)
-        return path, len(values)
+    if None in values:  # a single tensor: a classifier's labels and probabilities, else its numbers
+        single = values[None]
+        if single.ndim > 2:
+            path = output.with_suffix(".npy")
+            np.save(path, single)
+            return path, rows
+        table = _single_table(single, datamodule, sizes)
+    else:
+        table, saved = pd.DataFrame(index=pd.RangeIndex(rows)), []
+        for name, array in values.items():
+            if array.ndim > 2:
+                path = output.with_name(f"{output.stem}_{name}.npy")
+                np.save(path, array)
+                saved.append(path)
+            elif array.ndim == 1 or array.shape[1] == 1:
+                table[name] = array.reshape(rows)
+            else:
+                for i in range(array.shape[1]):
+                    table[f"{name}_{i}"] = array[:, i]
+        if saved and table.shape[1] == 0:
+            return saved[0], rows
+    table.to_csv(output, index_label="row")
+    return output, rows
+
+
+def _single_table(values: Any, datamodule: Any, sizes: Mapping[str, Any]) -> Any:
+    """The CSV of a single output tensor: for a classifier (``(n, classes)``) the predicted class, its
+    index and each class probability; otherwise one column per output value."""
+    import numpy as np
+    import pandas as pd
+
     num_classes = sizes.get("num_classes")
     if values.ndim == 2 and num_classes is not None and values.shape[1] == num_classes:
         classes = list(getattr(datamodule, "classes", None) or [])
@@ -101,12 +200,10 @@ def write_predictions(outputs: Any, output: Path, datamodule: Any, sizes: Mappin
         table = pd.DataFrame({"prediction": [names[i] for i in index], "class_index": index})
         for i, name in enumerate(names):
             table[f"prob_{name}"] = values[:, i]
-    elif values.ndim <= 1 or values.shape[1] == 1:
-        table = pd.DataFrame({"prediction": values.reshape(len(values))})
-    else:
-        table = pd.DataFrame({f"prediction_{i}": values[:, i] for i in range(values.shape[1])})
-    table.to_csv(output, index_label="row")
-    return output, len(values)
+        return table
+    if values.ndim <= 1 or values.shape[1] == 1:
+        return pd.DataFrame({"prediction": values.reshape(len(values))})
+    return pd.DataFrame({f"prediction_{i}": values[:, i] for i in range(values.shape[1])})
 
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -119,18 +216,21 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     trust = bool(cfg.get("trust_checkpoint", False))
     recorded = run_record_of(load_checkpoint(cfg.ckpt_path, trust=trust)).get("config") or {}
     chosen, explicit = command_line_data()
-    default = resolved(cfg.data) if cfg.get("data") else {}
+    default = chosen_data(resolved(cfg.data)) if cfg.get("data") else {}
     data_cfg = data_config(recorded["data"], default, chosen, explicit) if recorded.get("data") else default
     output = Path(cfg.output) if cfg.get("output") else run_dir / "predictions.csv"
     source = data_cfg.get("path")
     if source and Path(str(source)).resolve() == output.resolve():
         raise ConfigError(f"output={cfg.output}: it is the input data.path; predictions never overwrite their input: "
                           "choose another output file.")
-    rebuilt = rebuild(cfg.ckpt_path, trust=trust, data_cfg=data_cfg, stage="predict")
+    # model=<option> names the module of a checkpoint written outside expkit (it records none).
+    rebuilt = rebuild(cfg.ckpt_path, trust=trust, data_cfg=data_cfg, stage="predict",
+                      model_cfg=resolved(cfg.model) if cfg.get("model") else None)
     trainer = build_trainer(cfg.trainer, None, run_dir, plugins=[RunCheckpointIO(trust=trust)])
     started()  # garbage collection resumes (expkit.startup)
     outputs = trainer.predict(rebuilt.model, dataloaders=predict_loader(rebuilt))
-    written, rows = write_predictions(outputs or [], output, rebuilt.datamodule, rebuilt.sizes)
+    written, rows = write_predictions(outputs or [], output, rebuilt.datamodule, rebuilt.sizes,
+                                      model=type(rebuilt.model).__name__)
     log.info("Predicted %d inputs of %s with %s -> %s", rows, source or data_cfg.get("_target_"), cfg.ckpt_path, written)
     return {"predict/samples": float(rows)}
 

@@ -3,7 +3,8 @@
 Both read the run record (``run.json``), compose the config again from the recorded overrides
 and refuse when it differs from the recorded one (unless allowed), then start the train task:
 reproduce into a new run directory, resume into the same one, where the task continues from
-``checkpoints/last.ckpt`` and W&B continues the recorded run id.
+``checkpoints/last.ckpt``, the record gets a segment and W&B continues the recorded run id. The
+run's launch directory is importable, as it was when the run was launched (its own package).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ConfigError, ExpkitError
-from expkit.tracking.record import RunRecord, git_state, package_versions
+from expkit.tracking.record import RESUMING, RunRecord, git_state, package_versions, redact
 
 # Overrides that place a run, not define it: never carried over to a re-run.
 PLACEMENT_PREFIXES = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.job.name", "hydra.output_subdir")
@@ -103,7 +104,7 @@ def environment_diff(record: RunRecord) -> list[tuple[str, Any, Any]]:
     from expkit.tracking.data_version import describe_path, find_dvc_root
 
     diffs: list[tuple[str, Any, Any]] = []
-    then, now = record.data.get("git") or {}, git_state() or {}
+    then, now = record.data.get("git") or {}, redact(git_state() or {})  # the record keeps its diff masked
     if then.get("commit") != now.get("commit"):
         diffs.append(("git commit", then.get("commit"), now.get("commit")))
 
@@ -138,6 +139,28 @@ def show_diff(title: str, rows: list[tuple[str, Any, Any]]) -> None:
 
 
 ENTRY_POINTS = {"train": "expkit.tasks.train", "eval": "expkit.tasks.eval", "predict": "expkit.tasks.predict"}
+
+
+def make_importable(record: RunRecord) -> list[Path]:
+    """Put the run's launch directory (``composition.cwd``) and its script's directory on
+    ``sys.path`` (and ``PYTHONPATH``, for the processes the job starts), after the current
+    directory: the run's own package (``my_lab``) imports as it did when the run was launched
+    (``python train.py`` puts the script's directory first), from any directory. Returns those added."""
+    import os
+
+    cwd = (record.data.get("composition") or {}).get("cwd")
+    command = record.data.get("command") or []
+    candidates = [Path(cwd)] if cwd else []
+    if cwd and command and str(command[0]).endswith(".py"):
+        candidates.insert(0, (Path(cwd) / command[0]).parent)
+    added = []
+    for directory in dict.fromkeys(c.resolve() for c in candidates):
+        if directory.is_dir() and str(directory) not in sys.path:
+            sys.path.insert(1 if sys.path and sys.path[0] in ("", os.getcwd()) else 0, str(directory))
+            added.append(directory)
+    if added:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, added), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return added
 
 
 def launch(composition: dict[str, Any], overrides: list[str]) -> None:
@@ -184,6 +207,7 @@ def _config_changes(record: RunRecord, composition: dict[str, Any], overrides: l
 
 def reproduce(run_dir: Path, extra: list[str], allow_differences: bool) -> None:
     record = RunRecord.load(run_dir)
+    make_importable(record)
     overrides = recorded_overrides(record, extra)
     composition = composition_of(record)
     config_changes = _config_changes(record, composition, overrides, allowed=allow_differences)
@@ -204,6 +228,7 @@ def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
     record = RunRecord.load(run_dir)
     if record.data["status"] == "completed":
         raise ConfigError(f"{run_dir} completed on {record.data['ended_at']}: nothing to resume (expkit reproduce re-runs it).")
+    make_importable(record)
     overrides = recorded_overrides(record, extra)
     composition = composition_of(record)
     changes = _config_changes(record, composition, overrides, allowed=allow_config_change)
@@ -211,6 +236,7 @@ def resume(run_dir: Path, extra: list[str], allow_config_change: bool) -> None:
         show_diff(f"Resuming {run_dir} with a changed config", changes)
         if not allow_config_change:
             raise ConfigError(f"the config of {run_dir} would change ({len(changes)} keys above); pass --allow-config-change to resume anyway.")
+    RESUMING.append(Path(run_dir).resolve())  # the job's record continues this run's (a new segment)
     launch(composition, [*overrides, f'hydra.run.dir="{Path(run_dir).resolve()}"'])
 
 

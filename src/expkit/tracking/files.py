@@ -55,12 +55,16 @@ def write_resolved_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
 def resumable_checkpoint(run_dir: Path, trust: bool = False) -> str | None:
     """The checkpoint an interrupted run continues from: ``<run_dir>/checkpoints/last.ckpt``, or,
     when that one is unreadable, the newest readable checkpoint there (with a warning); ``None``
-    when the directory holds none."""
+    when the directory holds none, or when its run record says this job starts a new run there
+    (a completed run's directory re-used: its checkpoints are the old run's)."""
     import logging
 
     from expkit.checkpoints import load_checkpoint
     from expkit.errors import DataError
+    from expkit.tracking.record import started_fresh
 
+    if started_fresh(run_dir):
+        return None
     folder = Path(run_dir) / CHECKPOINT_DIR
     last = folder / "last.ckpt"
     candidates = [last] + sorted((p for p in folder.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -2,7 +2,9 @@
 
 Written when the job starts (status ``running``), updated when W&B starts and when the job ends
 (``completed`` or ``failed`` with the error). A run resumed in the same directory appends a
-segment instead of starting over, so a record killed with ``kill -9`` still says what ran.
+segment instead of starting over, so a record killed with ``kill -9`` still says what ran (the
+resume marks that segment ``killed``); a new run in a directory that holds an old record replaces
+it (:func:`continues_run` decides which).
 Secrets never reach it (``expkit.secrets``: secret keys, URL passwords, secret environment values
 are masked) and the environment is not recorded (only SLURM's job ids).
 """
@@ -130,14 +132,18 @@ class RunRecord:
     @classmethod
     def start(cls, run_dir: Path, config: dict[str, Any], overrides: list[str], task: str,
               composition: dict[str, Any] | None = None) -> RunRecord:
-        """Create the record, or append a segment when the directory already holds one (resume)."""
+        """Create the record; when the directory already holds one, append a segment if this job
+        continues that run (:func:`continues_run`), else replace it: a new run in an old directory
+        (a fixed ``hydra.run.dir``, a DVC stage) is described by its own config, never the old one's."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         segment = {"started_at": now(), "ended_at": None, "status": "running", "command": list(sys.argv),
                    "host": platform.node(), "pid": os.getpid(), "slurm": slurm_ids(), "wandb": None}
-        if (run_dir / RUN_RECORD_FILE).is_file():
-            record = cls.load(run_dir)
-            record.data["segments"].append(segment)
+        previous = cls.load(run_dir) if (run_dir / RUN_RECORD_FILE).is_file() else None
+        if previous is not None and continues_run(previous, config.get("ckpt_path")):
+            record = previous
+            record.close_dead_segments()
+            record.data["segments"].append({**segment, "resumed": True})
             record.data.update(status="running", ended_at=None, error=None)
         else:
             record = cls(run_dir, {
@@ -159,10 +165,18 @@ class RunRecord:
                 "wandb": None,
                 "metrics": None,
                 "error": None,
-                "segments": [segment],
+                "segments": [{**segment, "resumed": False}],
             })
         record.save()
         return record
+
+    def close_dead_segments(self) -> None:
+        """Mark the segments still ``running`` as ``killed``: a job continuing this run means they
+        died without ending (``kill -9``, a lost node). Their end is the last time they wrote into
+        the run directory."""
+        for segment in self.data["segments"]:
+            if segment.get("status") == "running":
+                segment.update(status="killed", ended_at=segment.get("ended_at") or last_write(self.run_dir))
 
     def reload(self) -> RunRecord:
         """Re-read the file: the task updates the record through its own handle while it runs."""
@@ -217,6 +231,47 @@ class RunRecord:
             self.data["metrics"] = {k: float(v) for k, v in metrics.items()}
         self.data["hardware"] = hardware()  # torch is imported by now: GPUs are known
         self.save()
+
+
+# Set by ``expkit resume`` for the run directory it continues (``expkit.tasks.rerun``).
+RESUMING: list[Path] = []
+
+
+def continues_run(previous: RunRecord, ckpt_path: str | None) -> bool:
+    """Whether a job starting in ``previous``'s directory continues that run (a resume: its record
+    gets a segment) rather than starting a new one (the record is replaced). A resume is
+    ``expkit resume``, a ``ckpt_path`` inside the run's own directory, or a run that did not
+    complete whose directory holds a checkpoint to continue from (kill -9, a signal, a SLURM
+    requeue re-running the same job); the train task resumes in exactly these cases
+    (:func:`expkit.tracking.files.resumable_checkpoint`)."""
+    from expkit.tracking.files import CHECKPOINT_DIR
+
+    run_dir = previous.run_dir.resolve()
+    if any(Path(d).resolve() == run_dir for d in RESUMING):
+        return True
+    if ckpt_path:
+        return Path(str(ckpt_path)).resolve().is_relative_to(run_dir)
+    return previous.data.get("status") != "completed" and any((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
+
+
+def started_fresh(run_dir: Path) -> bool:
+    """Whether the job in ``run_dir`` starts a new run rather than continuing the recorded one
+    (:func:`continues_run`, as its record says): the checkpoints already there belong to another run."""
+    try:
+        data = json.loads((Path(run_dir) / RUN_RECORD_FILE).read_text())
+        segment = data["segments"][-1]
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        return False  # no record (a task called directly): its checkpoints are its own
+    # A completed record not yet replaced is one a new job in that directory replaces (DDP ranks > 0).
+    return data.get("status") == "completed" or (segment.get("resumed") is False and segment.get("status") == "running")
+
+
+def last_write(run_dir: Path) -> str | None:
+    """When anything in ``run_dir`` was last written, but for what a new job rewrites at its start
+    (``.hydra/``, the log file, ``run.json``), as :func:`now` writes times."""
+    times = [p.stat().st_mtime for p in Path(run_dir).rglob("*")
+             if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log" and p.name != RUN_RECORD_FILE]
+    return datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec="seconds") if times else None
 
 
 def _relative(path: Path, run_dir: Path) -> str:
