@@ -174,6 +174,18 @@ def test_worker_slots():
         worker_slots(3, ["0", "1"], 1, False)
 
 
+def test_cpu_workers_are_forked_gpu_workers_spawned():
+    import sys
+
+    import torch  # noqa: F401  (the sweeping process has it imported by the pre-launch check)
+
+    from hydra_plugins.expkit_launchers.parallel_launcher import start_method
+
+    assert start_method([None, None]) == ("fork" if sys.platform == "linux" else "spawn")
+    assert start_method(["0", "1"]) == "spawn"  # torch's cached device count must not reach them
+    assert start_method(["", ""]) == "spawn"  # GPUs hidden: still spawned, CUDA_VISIBLE_DEVICES read fresh
+
+
 def test_multirun_with_in_process_ddp_is_refused_before_any_job(tmp_path):
     proc = run_cli("train.py", "-m", "seed=0,1", "trainer=ddp_cpu", "data=wine", "logger=none", cwd=tmp_path, check=False)
     assert proc.returncode != 0

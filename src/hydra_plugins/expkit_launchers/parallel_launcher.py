@@ -2,10 +2,10 @@
 
 A fixed pool of ``n_jobs`` worker processes runs the jobs in order of submission. Each worker
 takes one *slot* when it starts and keeps it: its own GPU(s) through ``CUDA_VISIBLE_DEVICES`` (read
-by CUDA when the worker initializes it) and its share of the CPU threads. On Linux, when this
-process has imported torch (the sweep's pre-launch check does) and not initialized CUDA, workers
-are forked from it and import nothing again; otherwise they are spawned and import torch and
-Lightning once (``start_method``). Either way a job costs little more than its training
+by CUDA when the worker initializes it) and its share of the CPU threads. On Linux, CPU workers
+are forked from this process once it has imported torch (the sweep's pre-launch check does) and
+import nothing again; GPU workers are spawned and import torch and Lightning once
+(``start_method``). Either way a job costs little more than its training
 (``benchmarks/sweep_launchers.py``: parallel 0.62 x sequential wall time for 8 jobs of 3.7 s on 2
 cores, each job as fast as alone). The workers are kept between launches (an Optuna search
 launches one batch a round), so a search pays for their start once.
@@ -103,13 +103,14 @@ def _init_worker(slots: Any, threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def start_method() -> str:
-    """How workers start: forked from this process when it has imported torch and not initialized
-    CUDA (Linux), so that no worker imports torch and Lightning again (3-4 s of CPU each); spawned
-    otherwise. CUDA_VISIBLE_DEVICES still works in a forked worker: CUDA reads it when it
-    initializes, in the worker."""
+def start_method(slots: Sequence[str | None]) -> str:
+    """How workers start: on Linux, for CPU workers (``slots`` all ``None``: no GPU visible), forked
+    from this process once it has imported torch, so that no worker imports torch and Lightning
+    again (3-4 s of CPU each); spawned otherwise. Workers with GPUs are always spawned: torch
+    caches the device count it read in this process, which a forked worker would inherit instead
+    of reading its own CUDA_VISIBLE_DEVICES."""
     torch = sys.modules.get("torch")
-    if sys.platform != "linux" or torch is None or torch.cuda.is_initialized():
+    if sys.platform != "linux" or torch is None or any(slot is not None for slot in slots):
         return "spawn"
     return "fork"
 
@@ -152,7 +153,7 @@ class ParallelLauncher(Launcher):
         threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
         log.info("Starting %d workers (%d thread(s) each%s)", len(slots), threads,
                  "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
-        context = multiprocessing.get_context(start_method())
+        context = multiprocessing.get_context(start_method(slots))
         slot_queue = context.Queue()
         for slot in slots:
             slot_queue.put(slot)
