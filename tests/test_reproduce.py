@@ -56,10 +56,12 @@ def dvc_params(cwd: Path) -> Path:
 KINDS = {
     "plain": lambda cwd: ["data=wine", *TINY],
     **{f"debug={name}": (lambda name: lambda cwd: [f"debug={name}", "data=wine", "trainer.max_epochs=1"])(name) for name in DEBUGS},  # noqa: B023
-    **{f"experiment={name}": (lambda name: lambda cwd: [f"experiment={name}", *TINY, "trainer.limit_train_batches=3"])(name)  # noqa: B023
+    **{f"experiment={name}": (lambda name: lambda cwd: [f"experiment={name}", *TINY, "++trainer.limit_train_batches=3"])(name)  # noqa: B023
        for name in EXPERIMENTS},
     "grid-job": lambda cwd: ["-m", "data=wine", *TINY, "seed=0,1", "hydra.sweep.dir=sweep"],
-    "optuna-trial": lambda cwd: ["-m", "hparams_search=digits_optuna", "data=wine", *TINY, "hydra.sweeper.n_trials=1",
+    # model=mlp pins the search's model choice: its CNN option needs images, and wine is a table
+    "optuna-trial": lambda cwd: ["-m", "hparams_search=digits_optuna", "data=wine", "model=mlp", *TINY,
+                                 "hydra.sweeper.n_trials=1",
                                  "hydra.sweep.dir=optuna"],
     # params.yaml is a flat config (no groups): its W&B logger is switched off by value.
     "dvc-stage": lambda cwd: ["--config-dir", str(dvc_params(cwd)), "--config-name", "params", "trainer.max_epochs=1", "logger.wandb=null"],

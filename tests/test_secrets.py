@@ -47,6 +47,9 @@ def test_the_masking_rule():
                         "max_tokens", "passes", "author") if is_secret_key(k)] == \
         ["db_password", "apiKey", "AWS_SECRET_ACCESS_KEY", "auth_token", "credentials"]
     assert mask_text("+db_password=x1 url=redis://u:p4ss@h:6379/0 lr=0.1") == "+db_password=*** url=redis://u:***@h:6379/0 lr=0.1"
+    # Hydra's override_dirname: assignments inside a value, and its escaped URL colons
+    assert mask_text("override_dirname: +db_password=x1,+u=postgresql\\://a\\:p4ss@h/x,lr=0.1") == \
+        "override_dirname: +db_password=***,+u=postgresql\\://a\\:***@h/x,lr=0.1"
     assert mask({"a": {"token": "t", "key": "${oc.env:T}"}, "password": "${oc.env:P}"}) == \
         {"a": {"token": "***", "key": "${oc.env:T}"}, "password": "${oc.env:P}"}
 

@@ -59,8 +59,11 @@ def mask_text(text: str) -> str:
     text = URL_CREDENTIALS.sub(lambda m: f"{m['head']}{m['sep']}{MASK}@", text)
 
     def assignment(match: re.Match) -> str:
-        if not is_secret_key(match["key"]) or match["value"].startswith(ENV_REFERENCE) or match["value"] == MASK:
+        if match["value"].startswith(ENV_REFERENCE) or match["value"] == MASK:
             return match[0]
+        if not is_secret_key(match["key"]):  # the value may hold assignments: override_dirname: +db_password=x
+            inner = _ASSIGNMENT.sub(assignment, match["value"])
+            return f"{match['key']}{match['sep']}{inner}"
         return f"{match['key']}{match['sep']}{MASK}"
 
     text = _ASSIGNMENT.sub(assignment, text)

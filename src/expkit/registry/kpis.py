@@ -38,10 +38,22 @@ class KPI:
 
     def bound_problem(self, value: float) -> str | None:
         if self.at_least is not None and value < self.at_least:
-            return f"{self.metric}={value:.4g} is below the minimum {self.at_least:g} (kpis.{self.name}.at_least)"
+            return (f"{self.metric}={_apart(value, self.at_least)} is below the minimum {self.at_least:g} "
+                    f"(kpis.{self.name}.at_least)")
         if self.at_most is not None and value > self.at_most:
-            return f"{self.metric}={value:.4g} is above the maximum {self.at_most:g} (kpis.{self.name}.at_most)"
+            return (f"{self.metric}={_apart(value, self.at_most)} is above the maximum {self.at_most:g} "
+                    f"(kpis.{self.name}.at_most)")
         return None
+
+
+def _apart(value: float, bound: float) -> str:
+    """``value`` with 4 significant digits, or as many more as it takes not to print it as ``bound``
+    (0.89994 below the minimum 0.9, not "0.9 is below the minimum 0.9")."""
+    for digits in range(4, 18):
+        text = f"{value:.{digits}g}"
+        if float(text) != bound:
+            return text
+    return repr(value)
 
 
 def parse_kpis(node: Mapping[str, Any] | None) -> list[KPI]:
