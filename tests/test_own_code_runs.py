@@ -263,3 +263,12 @@ def test_expkit_imports_the_package_of_its_directory_and_of_the_recorded_run(tmp
     (again,) = (elsewhere / "logs" / "train" / "runs").iterdir()
     assert record_of(again)["status"] == "completed"
     assert json.loads((again / "metrics.json").read_text()) == json.loads((run / "metrics.json").read_text())
+
+
+def test_init_refuses_a_package_name_that_would_hide_an_installed_one(tmp_path):
+    from expkit.scaffold import init
+
+    with pytest.raises(ConfigError, match="--package torch: an installed package has that name"):
+        init(tmp_path / "torch")
+    assert not (tmp_path / "torch").exists() or not any((tmp_path / "torch").iterdir())  # nothing written
+    assert init(tmp_path / "lab")  # a name nothing installed has: the repository is written

@@ -21,6 +21,7 @@ DVC repository configured to work offline. An existing non-empty folder is refus
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import keyword
 import re
 import shutil
@@ -54,6 +55,9 @@ def init(directory: Path, package: str | None = None) -> list[Path]:
     package = package or re.sub(r"\W", "_", directory.resolve().name.lower()).strip("_") or "project"
     if not package.isidentifier() or keyword.iskeyword(package) or package in sys.stdlib_module_names:
         raise ConfigError(f"--package {package}: not usable as a Python package name; pass --package <identifier>.")
+    if importlib.util.find_spec(package) is not None:  # `expkit init torch` would shadow torch in the repo
+        raise ConfigError(f"--package {package}: an installed package has that name and the new one would hide it; "
+                          "pass --package <another name>.")
     if directory.exists() and any(directory.iterdir()):
         raise ConfigError(f"{directory}: not empty; `expkit init` writes a new repository into an empty or new folder.")
     written = []
