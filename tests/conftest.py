@@ -116,3 +116,16 @@ def data_overrides(option: str, files: dict[str, Path]) -> list[str]:
         "mnist": [f"data.root={files['mnist_root']}"],
     }
     return [f"data={option}", *extra.get(option, [])]
+
+
+def write_project(root: Path, package: str, modules: dict[str, str], configs: dict[str, str]) -> Path:
+    """A researcher's project in ``root``: the package ``package`` (``modules``: file name -> source)
+    and its own ``conf/`` (``configs``: ``group/option`` -> YAML text)."""
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    for name, source in modules.items():
+        (root / package / name).write_text(source)
+    for option, text in configs.items():
+        (root / "conf" / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (root / "conf" / f"{option}.yaml").write_text(text)
+    return root

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_project
 
 MODULE = '''
 import torch
@@ -87,15 +87,9 @@ BASE = ["--config-dir", "conf", "model=wave", "data=wave", "monitor.metric=val/m
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A researcher's project: ``wavelab/`` (the package) and ``conf/`` (its two configs)."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "wavelab").mkdir()
-    (root / "wavelab" / "__init__.py").write_text("")
-    (root / "wavelab" / "models.py").write_text(MODULE)
-    for group, text in (("model", "_target_: wavelab.models.WaveNet\nhidden: 16\nlr: 0.01\n"),
-                        ("data", "_target_: wavelab.models.WaveData\nbatch_size: 32\n")):
-        (root / "conf" / group).mkdir(parents=True)
-        (root / "conf" / group / "wave.yaml").write_text(text)
-    return root
+    return write_project(tmp_path_factory.mktemp("project"), "wavelab", {"models.py": MODULE}, {
+        "model/wave": "_target_: wavelab.models.WaveNet\nhidden: 16\nlr: 0.01\n",
+        "data/wave": "_target_: wavelab.models.WaveData\nbatch_size: 32\n"})
 
 
 def cli(project: Path, *args: str, check: bool = True, script: str = "train.py") -> subprocess.CompletedProcess:

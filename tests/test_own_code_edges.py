@@ -13,6 +13,7 @@ import pytest
 
 from expkit.config import compose, validate
 from expkit.errors import ConfigError
+from tests.conftest import write_project
 
 PACKAGE = '''
 import torch
@@ -104,15 +105,9 @@ MODELS = {"reg": "RegNet", "kw": "KW", "anything": "Anything", "raises": "Raises
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """``edgelab/`` (the package, importable) and ``conf/`` (its configs) of a researcher."""
-    root = tmp_path_factory.mktemp("edges")
-    (root / "edgelab").mkdir()
-    (root / "edgelab" / "__init__.py").write_text("")
-    (root / "edgelab" / "lab.py").write_text(PACKAGE)
-    for group in ("model", "data"):
-        (root / "conf" / group).mkdir(parents=True)
-    for option, name in MODELS.items():
-        (root / "conf" / "model" / f"{option}.yaml").write_text(f"_target_: edgelab.lab.{name}\nhidden: 8\n")
-    (root / "conf" / "data" / "split.yaml").write_text("_target_: edgelab.lab.SplitSizesData\n")
+    root = write_project(tmp_path_factory.mktemp("edges"), "edgelab", {"lab.py": PACKAGE}, {
+        **{f"model/{option}": f"_target_: edgelab.lab.{name}\nhidden: 8\n" for option, name in MODELS.items()},
+        "data/split": "_target_: edgelab.lab.SplitSizesData\n"})
     sys.path.insert(0, str(root))
     yield root
     sys.path.remove(str(root))

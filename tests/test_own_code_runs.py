@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from expkit.errors import ConfigError
+from tests.conftest import write_project
 from tests.test_own_code import BASE, MODULE
 
 OWN = MODULE + '''
@@ -95,17 +96,11 @@ TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "logger=none"]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """``ownlab/`` (the package) and ``conf/`` (its configs), outside this repository."""
-    root = tmp_path_factory.mktemp("own")
-    (root / "ownlab").mkdir()
-    (root / "ownlab" / "__init__.py").write_text("")
-    (root / "ownlab" / "models.py").write_text(OWN)
-    for group, name, text in (("model", "wave", "_target_: ownlab.models.WaveNet\nhidden: 16\nlr: 0.01\n"),
-                              ("data", "wave", "_target_: ownlab.models.WaveData\nbatch_size: 32\n"),
-                              ("model", "reg", "_target_: ownlab.models.Reg\nhidden: 4\n"),
-                              ("data", "npreg", "_target_: ownlab.models.NpRegData\n")):
-        (root / "conf" / group).mkdir(parents=True, exist_ok=True)
-        (root / "conf" / group / f"{name}.yaml").write_text(text)
-    return root
+    return write_project(tmp_path_factory.mktemp("own"), "ownlab", {"models.py": OWN}, {
+        "model/wave": "_target_: ownlab.models.WaveNet\nhidden: 16\nlr: 0.01\n",
+        "data/wave": "_target_: ownlab.models.WaveData\nbatch_size: 32\n",
+        "model/reg": "_target_: ownlab.models.Reg\nhidden: 4\n",
+        "data/npreg": "_target_: ownlab.models.NpRegData\n"})
 
 
 def expkit(cwd: Path, *args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
