@@ -86,10 +86,15 @@ def discard_unstarted(run_dir: Path) -> None:
 INTERRUPTIONS = ("Interrupted", "SystemExit", "KeyboardInterrupt")
 
 
-def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
+def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check: Callable[[DictConfig, Path], Any]) -> Any:
     """Run ``task`` in Hydra's run directory with its run record (``run.json``); finish W&B whatever
     happens; expected errors exit with their code and a one-line message (``HYDRA_FULL_ERROR=1``
-    shows the traceback)."""
+    shows the traceback).
+
+    ``check(cfg, run_dir)`` is the task's pre-launch check. It runs before the record starts, so a
+    run it refuses (exit 2 or 3) leaves no run directory behind, and a directory that already held
+    a run (a fixed ``hydra.run.dir``) keeps that run's record and files. What it returns is handed
+    on: ``task(cfg, run_dir, checked)``."""
     from expkit.callbacks import STOP_SIGNALS
     from expkit.config.app import check_choices
     from expkit.config.compose import check_resolvable
@@ -113,6 +118,7 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
             if earlier is not None:
                 exit_code = 0
                 return earlier
+        checked = check(cfg, run_dir)  # refused here: nothing recorded, nothing of an earlier run replaced
         # Only rank zero keeps the record; DDP ranks share the directory.
         if process_rank() == 0:
             mask_hydra_files(run_dir, group)
@@ -122,7 +128,7 @@ def run_job(task: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
             group=group,
             resume_id=record.wandb_id if record else None,
         )
-        result = task(cfg, run_dir)
+        result = task(cfg, run_dir, checked)
         exit_code = 0
         return result
     except ExpkitError as exc:

@@ -72,23 +72,30 @@ def chosen_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k == "_target_" or takes_any or k in named or v is not None}
 
 
+def predict_split(datamodule: Any) -> str:
+    """The split predict reads: ``predict`` when the datamodule has a ``predict_dataloader``, else
+    ``test``. Raises :class:`ConfigError` when it has neither."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    for stage in ("predict", "test"):
+        if is_overridden(f"{stage}_dataloader", datamodule):
+            return stage
+    raise ConfigError(f"data: {type(datamodule).__name__} has no predict_dataloader or test_dataloader: "
+                      "give it one to predict with.")
+
+
 def predict_loader(rebuilt: Any) -> Any:
-    """The datamodule's ``predict_dataloader``, else its ``test_dataloader``; a module without its
-    own ``predict_step`` gets each batch's first tensor through ``forward`` (Lightning's default
-    would pass the whole batch). Raises :class:`ConfigError` when the datamodule has neither."""
+    """The datamodule's ``predict_dataloader``, else its ``test_dataloader`` (:func:`predict_split`);
+    a module without its own ``predict_step`` gets each batch's first tensor through ``forward``
+    (Lightning's default would pass the whole batch)."""
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
     from expkit.rebuild import tensors_of
 
     datamodule, model = rebuilt.datamodule, rebuilt.model
-    for stage, method in (("predict", "predict_dataloader"), ("test", "test_dataloader")):
-        if is_overridden(method, datamodule):
-            datamodule.setup(stage)
-            loader = getattr(datamodule, method)()
-            break
-    else:
-        raise ConfigError(f"data: {type(datamodule).__name__} has no predict_dataloader or test_dataloader: "
-                          "give it one to predict with.")
+    stage = predict_split(datamodule)
+    datamodule.setup(stage)
+    loader = getattr(datamodule, f"{stage}_dataloader")()
     if not is_overridden("predict_step", model):
         model.predict_step = lambda batch, batch_idx, dataloader_idx=0: model(tensors_of(batch)[0])
     return loader
@@ -206,12 +213,12 @@ def _single_table(values: Any, datamodule: Any, sizes: Mapping[str, Any]) -> Any
     return pd.DataFrame({f"prediction_{i}": values[:, i] for i in range(values.shape[1])})
 
 
-def predict(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Predict with ``cfg.ckpt_path`` on the data the command line names; write the predictions."""
-    from expkit.build import build_trainer
-    from expkit.checkpoints import RunCheckpointIO, load_checkpoint, run_record_of
+def check(cfg: DictConfig, run_dir: Path) -> tuple[Any, dict[str, Any], Path]:
+    """The pre-launch check: the checkpoint's module and the data to predict rebuilt
+    (``expkit.rebuild``: a checkpoint that does not fit the data is refused here) and the output
+    path checked. Returns what it rebuilt, the data config and the output path."""
+    from expkit.checkpoints import load_checkpoint, run_record_of
     from expkit.rebuild import rebuild
-    from expkit.startup import started
 
     trust = bool(cfg.get("trust_checkpoint", False))
     recorded = run_record_of(load_checkpoint(cfg.ckpt_path, trust=trust)).get("config") or {}
@@ -226,18 +233,33 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     # model=<option> names the module of a checkpoint written outside expkit (it records none).
     rebuilt = rebuild(cfg.ckpt_path, trust=trust, data_cfg=data_cfg, stage="predict",
                       model_cfg=resolved(cfg.model) if cfg.get("model") else None)
+    predict_split(rebuilt.datamodule)
+    return rebuilt, data_cfg, output
+
+
+def predict(cfg: DictConfig, run_dir: Path, checked: tuple[Any, dict[str, Any], Path] | None = None) -> dict[str, float]:
+    """Predict with ``cfg.ckpt_path`` on the data the command line names; write the predictions.
+    ``checked``: what :func:`check` returned when the job ran it already (``run_job``); else it
+    runs here."""
+    from expkit.build import build_trainer
+    from expkit.checkpoints import RunCheckpointIO
+    from expkit.startup import started
+
+    rebuilt, data_cfg, output = checked if checked is not None else check(cfg, run_dir)
+    trust = bool(cfg.get("trust_checkpoint", False))
     trainer = build_trainer(cfg.trainer, None, run_dir, plugins=[RunCheckpointIO(trust=trust)])
     started()  # garbage collection resumes (expkit.startup)
     outputs = trainer.predict(rebuilt.model, dataloaders=predict_loader(rebuilt))
     written, rows = write_predictions(outputs or [], output, rebuilt.datamodule, rebuilt.sizes,
                                       model=type(rebuilt.model).__name__)
-    log.info("Predicted %d inputs of %s with %s -> %s", rows, source or data_cfg.get("_target_"), cfg.ckpt_path, written)
+    log.info("Predicted %d inputs of %s with %s -> %s", rows, data_cfg.get("path") or data_cfg.get("_target_"),
+             cfg.ckpt_path, written)
     return {"predict/samples": float(rows)}
 
 
 def job(cfg: DictConfig) -> None:
     """Hydra's task function: the run, recorded."""
-    run_job(predict, cfg)
+    run_job(predict, cfg, check)
 
 
 def main(config_path: str | os.PathLike | None = None) -> None:

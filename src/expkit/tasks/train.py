@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -18,8 +19,15 @@ from expkit.config import run_app, validate
 from expkit.tasks.common import log, process_rank, run_job
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Fit ``cfg.model`` on ``cfg.data`` and test it; every output goes to ``run_dir``."""
+def check(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """The pre-launch check: every bad input refused in one clear error before anything is built
+    or recorded (``expkit.config.validate``); returns the sizes the data declares."""
+    return validate(cfg, task="train")
+
+
+def train(cfg: DictConfig, run_dir: Path, checked: dict[str, Any] | None = None) -> dict[str, float]:
+    """Fit ``cfg.model`` on ``cfg.data`` and test it; every output goes to ``run_dir``. ``checked``:
+    what :func:`check` returned when the job ran it already (``run_job``); else it runs here."""
     import pytorch_lightning as pl
 
     from expkit.build import (
@@ -48,7 +56,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from expkit.tracking.record import note_run
     from expkit.tracking.wandb import start_service_in_background
 
-    validate(cfg, task="train")  # fail before launch: every bad input, one clear error
+    if checked is None:
+        check(cfg)  # fail before launch: every bad input, one clear error
     if process_rank() == 0 and logs_to_wandb(cfg.get("logger")):
         start_service_in_background()  # W&B's service starts while the data and model are built
     config = recordable(cfg)  # what records keep: resolved but for ${oc.env:...}, secrets masked
@@ -123,7 +132,7 @@ def has_stage(model, datamodule, stage: str) -> bool:
 
 def job(cfg: DictConfig) -> float | None:
     """Hydra's task function: the run, recorded; returns the monitored metric (what sweepers optimize)."""
-    metrics = run_job(train, cfg)
+    metrics = run_job(train, cfg, check)
     value = metrics.get(cfg.monitor.metric)
     return None if value is None else float(value)
 
