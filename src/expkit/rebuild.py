@@ -83,10 +83,89 @@ def rebuild(path: str | Path, *, trust: bool = False, data_cfg: Mapping | None =
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
-        raise IncompatibleModelData(f"{key}={path}: its weights do not fit the module {model_cfg['_target_']} built from "
-                                    f"the config ({str(exc).splitlines()[0]}); pick the model config it was trained with.") from None
+        why = weight_mismatch(checkpoint["state_dict"], model) or " ".join(str(exc).split())[:300]
+        raise IncompatibleModelData(f"{key}={path}: its weights do not fit the module {model_cfg['_target_']} built here "
+                                    f"({why}): use the model config and data sizes it was trained with (without model=, "
+                                    "the config it recorded), or another checkpoint.") from None
     model.eval()
+    trained_data = (record.get("config") or {}).get("data")
+    if trained_data and dict(data_cfg) != dict(trained_data):  # other data than its own: does the module run on it?
+        check_runs_on(model, datamodule, stage, trained_data, state, f"{key}={path}", trained_on)
     return Rebuilt(Path(path), model, datamodule, config, dict(trained_on))
+
+
+def check_runs_on(model: Any, datamodule: Any, stage: str, trained_data: Mapping, state: Any, label: str,
+                  trained_on: Mapping[str, Any]) -> None:
+    """Refuse data the module cannot run on before any work, whether or not the data declares
+    sizes: one sample of ``datamodule``'s ``stage`` split (a batch's first tensor) goes through
+    ``forward``; when that fails and a sample of the data it was trained on (``trained_data``,
+    datamodule ``state``) goes through, the data does not fit: :class:`IncompatibleModelData`
+    naming the checkpoint (``label``), both shapes and the fix. When the training data cannot be
+    read or ``forward`` takes something else, nothing is concluded (the run itself tells)."""
+    from expkit.build import build_datamodule, describe_data
+
+    split = stage if stage != "predict" or _overrides(datamodule, "predict_dataloader") else "test"
+    here = first_sample(datamodule, split)
+    error = None if here is None else _forward_error(model, here)
+    if error is None:
+        return
+    try:
+        trained = build_datamodule(trained_data)
+        if state and callable(getattr(trained, "load_state_dict", None)):
+            trained.load_state_dict(state)
+        sample = first_sample(trained, "test")
+    except Exception:  # noqa: BLE001 - the training data is gone or unreadable here: nothing to compare
+        return
+    if sample is None or _forward_error(model, sample) is not None:
+        return  # forward takes something else than a batch's first tensor
+    sizes = ", ".join(f"{k}={v}" for k, v in trained_on.items())
+    raise IncompatibleModelData(
+        f"{label} was trained on {describe_data(trained, {})} ({sizes + '; ' if sizes else ''}inputs of shape "
+        f"{tuple(sample.shape[1:])}) and does not run on {describe_data(datamodule)} (inputs of shape "
+        f"{tuple(here.shape[1:])}: {error}): use it on data of the sizes it was trained on, or pick a "
+        "checkpoint trained on this data.")
+
+
+def _overrides(datamodule: Any, method: str) -> bool:
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    return is_overridden(method, datamodule)
+
+
+def first_sample(datamodule: Any, stage: str) -> Any:
+    """The first sample (as a batch of one) of a batch's first tensor in ``datamodule``'s
+    ``stage`` split, or ``None`` when the split is empty or its batches hold no tensor."""
+    for batch in batches(datamodule, stage):
+        tensors = tensors_of(batch)
+        return tensors[0][:1] if tensors and tensors[0].ndim else None
+    return None
+
+
+def _forward_error(model: Any, sample: Any) -> str | None:
+    """``None`` when ``model`` runs ``sample`` through ``forward``, else the error, in one line."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(sample)
+    except Exception as exc:  # noqa: BLE001 - any failure: the caller decides what it means
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return None
+
+
+def weight_mismatch(state: Mapping[str, Any], model: Any) -> str | None:
+    """The first weight whose shape differs between a checkpoint's ``state`` (its ``state_dict``)
+    and ``model`` (real or on the ``meta`` device), as ``net.0.weight is (16, 8) in the checkpoint
+    and (16, 5) here``; ``None`` when every weight both hold has the same shape."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        stored = state.get(name)
+        if torch.nn.parameter.is_lazy(tensor) or not hasattr(stored, "shape"):
+            continue
+        if tuple(stored.shape) != tuple(tensor.shape):
+            return f"{name} is {tuple(stored.shape)} in the checkpoint and {tuple(tensor.shape)} here"
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -775,6 +775,22 @@ def _layer_culprits(frame: Any, values: Mapping[str, Any], exc: BaseException) -
     return [f"{k}={show_value(values[k])}" for k in ([k for k in matched if k in shown] or matched)]
 
 
+def meta_model(model_cfg: Mapping, sizes: Mapping[str, Any]) -> Any | None:
+    """The model of ``model_cfg`` built on PyTorch's ``meta`` device (shapes only, no memory),
+    sized from the data as :func:`expkit.build.build_model` sizes it; ``None`` when it does not
+    build there (:func:`probe_model` says why, where that is the config's fault)."""
+    import torch
+    from hydra.utils import instantiate
+
+    from expkit.build import sized_arguments
+
+    try:
+        with torch.device("meta"), _quiet(), _torch_flags_kept():
+            return instantiate(model_cfg, **sized_arguments(model_cfg, sizes))
+    except Exception:  # noqa: BLE001 - left to probe_model and the real build
+        return None
+
+
 def probe_model(model_cfg: Mapping, sizes: Mapping[str, Any], key: str = "model") -> list[ConfigError]:
     """Build the model on PyTorch's ``meta`` device (shapes only: no memory, no computation),
     sized from the data as :func:`expkit.build.build_model` sizes it, and refuse what ``torch.nn``

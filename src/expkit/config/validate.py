@@ -110,18 +110,22 @@ def _check_model(config: Mapping, sizes: Mapping[str, Any], data: str) -> list[E
     return probe_model(model_cfg, sizes)
 
 
-def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool) -> list[ExpkitError]:
-    """A ``ckpt_path`` is readable and was trained on data of the same sizes."""
+def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool, task: str) -> list[ExpkitError]:
+    """A ``ckpt_path`` is readable, was trained on data of the same sizes and, when the config
+    names a model, its weights have the shapes of that model (built on the ``meta`` device)."""
     from expkit.checkpoints import load_checkpoint, run_record_of
+    from expkit.config.targets import meta_model
     from expkit.errors import IncompatibleModelData
+    from expkit.rebuild import weight_mismatch
 
     ckpt = config.get("ckpt_path")
     if not (isinstance(ckpt, str) and Path(ckpt).is_file()):
         return []
     try:
-        record = run_record_of(load_checkpoint(ckpt, trust=trust))
+        checkpoint = load_checkpoint(ckpt, trust=trust)
     except ExpkitError as exc:
         return [exc]
+    record = run_record_of(checkpoint)
     recorded = {k: _plain(v) for k, v in (record.get("sizes") or {}).items()}
     trained = dict(target_nodes((record.get("config") or {}).get("model") or {}, "model"))
     for key, node in target_nodes(config.get("model") or {}, "model"):
@@ -134,6 +138,15 @@ def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool) ->
         return [IncompatibleModelData(f"ckpt_path={ckpt} was trained on data with {shown}; the data here has "
                                       + ", ".join(f"{k}={sizes[k]}" for k in recorded if k in sizes)
                                       + ": pick matching data or another checkpoint.")]
+    model_cfg = config.get("model")
+    if isinstance(model_cfg, Mapping) and model_cfg.get("_target_"):
+        # Sized as the task sizes it: training from the data, a rebuild from what the checkpoint recorded.
+        model = meta_model(model_cfg, sizes if task == "train" else (recorded or sizes))
+        why = None if model is None else weight_mismatch(checkpoint["state_dict"], model)
+        if why:
+            return [IncompatibleModelData(f"ckpt_path={ckpt}: its weights do not fit model {model_cfg['_target_']} as "
+                                          f"configured here ({why}): use the model config and data sizes it was "
+                                          "trained with, or another checkpoint.")]
     return []
 
 
@@ -190,7 +203,7 @@ def check(cfg: DictConfig | Mapping, task: str | None = None, hardware: bool = T
     if datamodule is not None and not any(str(p).startswith("model") for p in problems):
         problems += _check_model(config, sizes, describe_data(datamodule, sizes))
     if not any(str(p).startswith("ckpt_path") for p in problems):
-        problems += _check_checkpoint(config, sizes, trust=config.get("trust_checkpoint") is True)
+        problems += _check_checkpoint(config, sizes, trust=config.get("trust_checkpoint") is True, task=task)
     return _traced(problems, interpolations(cfg)), notes, sizes
 
 

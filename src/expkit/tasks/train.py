@@ -40,7 +40,9 @@ def train(cfg: DictConfig, run_dir: Path, checked: dict[str, Any] | None = None)
         logs_to_wandb,
     )
     from expkit.callbacks import CheckMonitoredMetric
-    from expkit.checkpoints import RunCheckpointIO
+    from expkit.checkpoints import RunCheckpointIO, load_checkpoint
+    from expkit.errors import IncompatibleModelData
+    from expkit.rebuild import weight_mismatch
     from expkit.reproducibility import EpochSeeder
     from expkit.secrets import masked_argv, recordable
     from expkit.startup import started
@@ -97,6 +99,11 @@ def train(cfg: DictConfig, run_dir: Path, checked: dict[str, Any] | None = None)
     # A directory that already holds checkpoints is an interrupted run (resume, SLURM requeue).
     ckpt_path = cfg.get("ckpt_path") or resumable_checkpoint(run_dir, trust=trust)
     if ckpt_path:
+        why = weight_mismatch(load_checkpoint(str(ckpt_path), trust=trust)["state_dict"], model)
+        if why:  # Lightning's restore would stop with load_state_dict's traceback
+            raise IncompatibleModelData(f"{ckpt_path}: its weights do not fit model {cfg.model._target_} as configured here "
+                                        f"({why}): continue it with the model config it was trained with, or start a new "
+                                        "run in another directory.")
         log.info("Resuming from %s", ckpt_path)
     started()  # the run's long-lived objects exist: garbage collection resumes (expkit.startup)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
