@@ -34,7 +34,8 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
 
 
 def register_cmd(argv: list[str]) -> None:
-    from expkit.registry.store import register
+    from expkit.registry.kpis import unmeasured
+    from expkit.registry.store import kpis_of_entry, register
 
     parser = _parser("register", "Register a run's best checkpoint as a new version of a model.")
     parser.add_argument("run", help="run directory (or checkpoint)")
@@ -49,6 +50,9 @@ def register_cmd(argv: list[str]) -> None:
     wandb_note = f"; W&B artifact {args.name}:{','.join(wandb['aliases'])} ({wandb['mode']})" if wandb else ""
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items())
     print(f"registered {args.name} v{entry['version']} from {entry['run_dir']} ({metrics}){where}{wandb_note}")
+    why = unmeasured(kpis_of_entry(entry), entry["metrics"])
+    if why:  # registered all the same (a stored version); promotion needs its KPIs
+        print(f"warning: {args.name} v{entry['version']} cannot be promoted: {why}", file=sys.stderr)
     if entry.get("git_commit"):
         done = entry["git_commit"]
         print(f"committed {', '.join(done['files'])} as {done['commit'][:10]}, tagged {done['tag']} "

@@ -1,12 +1,14 @@
 """KPIs: the metrics that decide between two models, declared by the experiment (``kpis`` in the
 run's config: a model config selects its task family's from ``conf/kpis/``, an experiment may
-change them). A run without KPIs has one: the test-split counterpart of its monitored metric.
+change them). A run without KPIs has one: the test-split twin of its monitored metric.
 
     kpis:
       accuracy: {metric: test/acc, goal: max, at_least: 0.9}       # the first KPI is the primary one
       loss:     {metric: test/loss, goal: min, tolerance: 0.05}
       latency:  {metric: test/latency_ms, goal: min, at_most: 5.0}  # a bar only (tolerance: null)
 
+A model can be judged only when its test metrics hold every KPI's metric (:func:`unmeasured`:
+promotion refuses one that lacks a metric as a config error, naming it and the fix).
 The rule (:func:`judge`), used by promotion, ``expkit compare`` and ``expkit report``:
 1. every bound (``at_least`` / ``at_most``) must hold for the candidate;
 2. the primary KPI must be strictly better than the reference model's;
@@ -76,17 +78,46 @@ def parse_kpis(node: Mapping[str, Any] | None) -> list[KPI]:
     return kpis
 
 
+SPLITS = ("train", "val", "valid", "validation")  # the prefixes a test-split twin replaces
+
+
+def test_twin(metric: str) -> tuple[str, str]:
+    """The test-split counterpart of a validation or training metric and the KPI's name:
+    ``val/mse`` -> ``test/mse``, ``train/loss`` -> ``test/loss``, ``val_acc`` -> ``test_acc``
+    (named ``mse``, ``loss``, ``acc``); any other name is its own twin."""
+    for separator in ("/", "_"):
+        split, found, name = metric.partition(separator)
+        if found and name and split in SPLITS:
+            return f"test{separator}{name}", name
+    return metric, metric
+
+
 def kpis_of(config: Mapping[str, Any]) -> list[KPI]:
     """The KPIs of a run's resolved ``config``: its ``kpis`` node, else one KPI, the test-split
-    counterpart of ``monitor.metric`` (``val/mse`` -> ``test/mse``) with ``monitor.mode`` as goal."""
+    twin of ``monitor.metric`` (:func:`test_twin`) with ``monitor.mode`` as goal."""
     node = config.get("kpis")
     if node:
         return parse_kpis(node)
     monitor = config.get("monitor") or {}
-    metric = str(monitor.get("metric") or "val/loss")
-    stage, _, name = metric.partition("/")
-    test_metric = f"test/{name}" if name and stage in ("val", "valid", "validation") else metric
-    return [KPI(name or metric, test_metric, str(monitor.get("mode") or "min"))]
+    test_metric, name = test_twin(str(monitor.get("metric") or "val/loss"))
+    return [KPI(name, test_metric, str(monitor.get("mode") or "min"))]
+
+
+def unmeasured(kpis: list[KPI], metrics: Mapping[str, float]) -> str | None:
+    """Why ``kpis`` cannot judge a model whose test metrics are ``metrics``, in one line with the
+    fix: a KPI's metric was not measured (its ``test_step`` does not log it). ``None`` when every
+    KPI was measured."""
+    from expkit.registry.evaluation import LATENCY_METRIC
+
+    missing = [k for k in kpis if k.metric not in metrics]
+    if not missing:
+        return None
+    kpi = missing[0]
+    logged = sorted(m for m in metrics if m != LATENCY_METRIC)
+    example = logged[0] if logged else "test/<name>"
+    return (f"its KPI {kpi.name} ({kpi.metric}) was not measured (its test_step logs: "
+            f"{', '.join(logged) or 'nothing'}): log {kpi.metric} in the module's test_step and register the run "
+            f"again, or train it with a KPI it logs, e.g. '++kpis.{kpi.name}={{metric: {example}, goal: {kpi.goal}}}'.")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 from expkit.errors import ConfigError, DataError, ExpkitError
 from expkit.registry import evaluation, git_artifacts
-from expkit.registry.kpis import KPI, Judgement, judge, kpis_of
+from expkit.registry.kpis import KPI, Judgement, judge, kpis_of, unmeasured
 
 REGISTRY_FILE = "registry.json"
 DEFAULT_ROOT = Path("registry")
@@ -279,7 +279,8 @@ def promote(spec: str, stage: str, root: Path = DEFAULT_ROOT, name: str | None =
             kpis: list[KPI] | None = None, wandb_log: bool = True, git: bool = False) -> tuple[Judgement, str]:
     """Give ``stage`` to the version ``spec`` names if it beats the current holder on the
     candidate's KPIs (its experiment's, recorded at registration; ``kpis`` overrides them); else
-    raise :class:`PromotionRefused` carrying the comparison. ``git``: also commit
+    raise :class:`PromotionRefused` carrying the comparison. A candidate whose test metrics lack a
+    KPI's metric is refused with :class:`ConfigError` (exit 2) before anything is written. ``git``: also commit
     ``registry.json`` and put the GTO stage tag on the version's commit
     (:mod:`expkit.registry.git_artifacts`)."""
     with registry_lock(Path(root)):  # judged against the stage holder of this moment; one command at a time
@@ -290,6 +291,9 @@ def _promote(registry: Registry, spec: str, stage: str, name: str | None, kpis: 
              wandb_log: bool, git: bool) -> tuple[Judgement, str]:
     name, candidate = registry.find(spec, name)
     kpis = kpis or kpis_of_entry(candidate)
+    why = unmeasured(kpis, candidate["metrics"])
+    if why:  # nothing to judge by: a config error, whether or not a model holds the stage
+        raise ConfigError(f"{name} v{candidate['version']} cannot be promoted to {stage}: {why}")
     if git:  # refuse before judging: not a git+DVC repo, staged files, no version tag
         repo = git_artifacts.open_repo(registry.root, name)
         version_commit = git_artifacts.check_promote(repo, name, candidate["version"], stage)
