@@ -4,7 +4,8 @@ Written when the job starts (status ``running``), updated when W&B starts and wh
 (``completed`` or ``failed`` with the error). A run resumed in the same directory appends a
 segment instead of starting over, so a record killed with ``kill -9`` still says what ran (the
 resume marks that segment ``killed``); a new run in a directory that holds an old record replaces
-it (:func:`continues_run` decides which).
+it (:func:`continues_run` decides which), after moving the old run aside when it left checkpoints
+(:func:`set_aside`).
 Secrets never reach it (``expkit.secrets``: secret keys, URL passwords, secret environment values
 are masked) and the environment is not recorded (only SLURM's job ids).
 """
@@ -134,7 +135,9 @@ class RunRecord:
               composition: dict[str, Any] | None = None) -> RunRecord:
         """Create the record; when the directory already holds one, append a segment if this job
         continues that run (:func:`continues_run`), else replace it: a new run in an old directory
-        (a fixed ``hydra.run.dir``, a DVC stage) is described by its own config, never the old one's."""
+        (a fixed ``hydra.run.dir``, a DVC stage) is described by its own config, never the old one's.
+        When the old run left checkpoints, it is first moved aside whole (:func:`set_aside`), so the
+        new run's checkpoint folder holds its own checkpoints only."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         segment = {"started_at": now(), "ended_at": None, "status": "running", "command": list(sys.argv),
@@ -146,6 +149,8 @@ class RunRecord:
             record.data["segments"].append({**segment, "resumed": True})
             record.data.update(status="running", ended_at=None, error=None)
         else:
+            if previous is not None and holds_checkpoints(run_dir):
+                set_aside(previous)  # its checkpoints must never pass for this run's
             record = cls(run_dir, {
                 "schema": SCHEMA_VERSION,
                 "task": task,
@@ -244,14 +249,52 @@ def continues_run(previous: RunRecord, ckpt_path: str | None) -> bool:
     complete whose directory holds a checkpoint to continue from (kill -9, a signal, a SLURM
     requeue re-running the same job); the train task resumes in exactly these cases
     (:func:`expkit.tracking.files.resumable_checkpoint`)."""
-    from expkit.tracking.files import CHECKPOINT_DIR
-
     run_dir = previous.run_dir.resolve()
     if any(Path(d).resolve() == run_dir for d in RESUMING):
         return True
     if ckpt_path:
         return Path(str(ckpt_path)).resolve().is_relative_to(run_dir)
-    return previous.data.get("status") != "completed" and any((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
+    return previous.data.get("status") != "completed" and holds_checkpoints(run_dir)
+
+
+def holds_checkpoints(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s checkpoint folder holds a checkpoint."""
+    from expkit.tracking.files import CHECKPOINT_DIR
+
+    return any((Path(run_dir) / CHECKPOINT_DIR).glob("*.ckpt"))
+
+
+def set_aside(previous: RunRecord) -> Path:
+    """Move the run recorded in ``previous`` out of its directory, which a new run is about to use,
+    into a sibling ``<dir>.previous-<its start>``: its record, checkpoints, metrics and logs stay
+    together, a complete run directory (``expkit runs`` lists it; it can be evaluated, registered,
+    reproduced). What was already written there for the new job stays: Hydra's ``.hydra/`` (the old
+    run's was overwritten), a sweep's job record (rewritten by the sweep for this job) and the log
+    file the new job appends to (copied, the old run's lines with it). Returns the new place."""
+    import logging
+    import shutil
+
+    from expkit.launching.sweep import RECORD_FILE as SWEEP_JOB_FILE
+
+    run_dir = previous.run_dir.resolve()
+    stamp = str(previous.data.get("started_at") or now())[:19].replace("T", "_").replace(":", "-")
+    target = run_dir.with_name(f"{run_dir.name}.previous-{stamp}")
+    number = 2
+    while target.exists():
+        target = run_dir.with_name(f"{run_dir.name}.previous-{stamp}-{number}")
+        number += 1
+    target.mkdir()
+    open_logs = {Path(h.baseFilename).resolve() for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)}
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name in (".hydra", SWEEP_JOB_FILE):
+            continue
+        if entry.resolve() in open_logs:
+            shutil.copy2(entry, target / entry.name)
+        else:
+            os.replace(entry, target / entry.name)
+    logging.getLogger("expkit").warning("%s held an earlier run (%s) and its checkpoints: moved it to %s; a new run "
+                                        "starts there", run_dir, previous.data.get("status"), target)
+    return target
 
 
 def started_fresh(run_dir: Path) -> bool:
