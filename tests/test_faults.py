@@ -80,6 +80,10 @@ def test_sigterm_saves_marks_interrupted_and_a_moved_copy_resumes(tmp_path):
     moved.parent.mkdir()
     shutil.copytree(run, moved)
     shutil.rmtree(run)  # nothing may be read from the old place
+    # Fewer epochs than it has run: one line, not Lightning's MisconfigurationException traceback.
+    short = expkit("resume", str(moved), "trainer.max_epochs=1", "--allow-config-change", cwd=tmp_path, check=False)
+    assert short.returncode == 2 and "nothing left to train; set trainer.max_epochs above" in short.stderr, short.stderr[-2000:]
+    assert "Traceback" not in short.stderr
     expkit("resume", str(moved), cwd=tmp_path)
     record = json.loads((moved / "run.json").read_text())
     assert record["status"] == "completed" and [s["status"] for s in record["segments"]] == ["interrupted", "completed"]
@@ -90,6 +94,15 @@ def test_sigterm_saves_marks_interrupted_and_a_moved_copy_resumes(tmp_path):
     wandb_epochs = sorted(int(item["epoch"]) for log in find_run_logs(moved) for item in read_run_log(log)["history"]
                           if "train/loss" in item)
     assert wandb_epochs == list(range(6))  # every epoch exactly once in the W&B record
+
+    # Fitting on from the finished run with the epochs it already has would train nothing (Lightning
+    # stops at once and writes no checkpoint): refused before launch, nothing written.
+    again = run_cli("train.py", *WINE, "trainer.max_epochs=6", f"ckpt_path={moved}/checkpoints/last.ckpt",
+                    "logger=none", "hydra.run.dir=again", cwd=tmp_path, check=False)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert f"ckpt_path={moved}/checkpoints/last.ckpt: the checkpoint has trained 6 epochs and trainer.max_epochs=6: " \
+           "nothing left to train" in again.stderr
+    assert not (tmp_path / "again" / "run.json").exists()
 
 
 def test_kill_9_then_resume_keeps_every_epoch_once_in_wandb(tmp_path):

@@ -161,3 +161,31 @@ def run_record_of(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     written outside expkit."""
     record = checkpoint.get(CHECKPOINT_KEY)
     return dict(record) if isinstance(record, Mapping) else {}
+
+
+def epochs_trained(checkpoint: Mapping[str, Any]) -> int | None:
+    """The epochs a Lightning checkpoint's fit had run when it was saved: its fit loop's processed
+    epochs (an end-of-epoch save counts that epoch), else its ``epoch`` + 1; ``None`` when it holds
+    neither (e.g. weights only)."""
+    progress = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    processed = (progress.get("current") or {}).get("processed")
+    if isinstance(processed, int):
+        return processed
+    epoch = checkpoint.get("epoch")
+    return epoch + 1 if isinstance(epoch, int) else None
+
+
+def nothing_left_to_train(checkpoint: Mapping[str, Any], max_epochs: Any, key: str = "ckpt_path",
+                          resuming: bool = False) -> ConfigError | None:
+    """The error for fitting on from ``checkpoint`` with a ``trainer.max_epochs`` it has already
+    reached: Lightning would stop at once and write no checkpoint (equal) or raise a
+    ``MisconfigurationException`` (fewer). ``resuming`` (an interrupted run continued in its own
+    directory): only fewer, since a run killed after its last epoch still finishes its validation
+    and test. ``None`` when epochs are left, or there is no limit."""
+    done = epochs_trained(checkpoint)
+    if done is None or not isinstance(max_epochs, int) or max_epochs < 0 or max_epochs > done \
+            or (resuming and max_epochs == done):
+        return None
+    return ConfigError(f"{key}: the checkpoint has trained {done} epochs and trainer.max_epochs={max_epochs}: "
+                       f"nothing left to train; set trainer.max_epochs above {done} (e.g. "
+                       f"trainer.max_epochs={done + max(max_epochs, 1)}), or evaluate it with eval.py.")

@@ -113,7 +113,7 @@ def _check_model(config: Mapping, sizes: Mapping[str, Any], data: str) -> list[E
 def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool, task: str) -> list[ExpkitError]:
     """A ``ckpt_path`` is readable, was trained on data of the same sizes and, when the config
     names a model, its weights have the shapes of that model (built on the ``meta`` device)."""
-    from expkit.checkpoints import load_checkpoint, run_record_of
+    from expkit.checkpoints import load_checkpoint, nothing_left_to_train, run_record_of
     from expkit.config.targets import meta_model
     from expkit.errors import IncompatibleModelData
     from expkit.rebuild import weight_mismatch
@@ -125,6 +125,11 @@ def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool, ta
         checkpoint = load_checkpoint(ckpt, trust=trust)
     except ExpkitError as exc:
         return [exc]
+    trainer_cfg = config.get("trainer")
+    if task == "train" and isinstance(trainer_cfg, Mapping):
+        exhausted = nothing_left_to_train(checkpoint, trainer_cfg.get("max_epochs"), f"ckpt_path={ckpt}")
+        if exhausted:
+            return [exhausted]
     record = run_record_of(checkpoint)
     recorded = {k: _plain(v) for k, v in (record.get("sizes") or {}).items()}
     trained = dict(target_nodes((record.get("config") or {}).get("model") or {}, "model"))

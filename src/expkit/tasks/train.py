@@ -21,8 +21,20 @@ from expkit.tasks.common import log, process_rank, run_job
 
 def check(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """The pre-launch check: every bad input refused in one clear error before anything is built
-    or recorded (``expkit.config.validate``); returns the sizes the data declares."""
-    return validate(cfg, task="train")
+    or recorded (``expkit.config.validate``); returns the sizes the data declares. An interrupted
+    run in ``run_dir`` must have epochs left to resume (``ckpt_path=`` is checked by validate)."""
+    checked = validate(cfg, task="train")
+    if run_dir is not None and not cfg.get("ckpt_path"):
+        from expkit.checkpoints import load_checkpoint, nothing_left_to_train
+        from expkit.tracking.files import resumable_checkpoint
+
+        trust = bool(cfg.get("trust_checkpoint", False))
+        resumed = resumable_checkpoint(run_dir, trust=trust)
+        exhausted = resumed and nothing_left_to_train(load_checkpoint(resumed, trust=trust),
+                                                      cfg.trainer.get("max_epochs"), str(resumed), resuming=True)
+        if exhausted:
+            raise exhausted
+    return checked
 
 
 def train(cfg: DictConfig, run_dir: Path, checked: dict[str, Any] | None = None) -> dict[str, float]:
