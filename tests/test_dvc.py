@@ -260,31 +260,6 @@ def test_exp_run_composes_through_hydra(reproduced, tmp_path):
     assert "test/acc" in data["metrics"]["outputs/dvc/evaluate/metrics.json"]["data"]
 
 
-@pytest.mark.slow
-def test_queued_grid_runs_every_experiment(reproduced, tmp_path):
-    repo = copy_repo(reproduced[0], tmp_path / "repo")
-    # seed=1: new parameters, so both experiments really train (no run-cache restore).
-    dvc(repo, "exp", "run", "--queue", "-S", "model=mlp,cnn", "-S", "seed=1", *(f"-S={o}" for o in TINY))
-    dvc(repo, "queue", "start", "-j", "1")
-    try:
-        deadline = time.monotonic() + 540
-        while time.monotonic() < deadline:
-            status = dvc(repo, "queue", "status").stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(3)
-        assert status.count("Success") == 2, status
-    finally:
-        dvc(repo, "queue", "stop", "--kill", check=False)
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    runs = [rev["data"] for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]]
-    nets = sorted(r["params"]["params.yaml"]["data"]["model"]["net"]["_target_"].rsplit(".", 1)[1] for r in runs)
-    assert nets == ["CNN", "MLP"]
-    for r in runs:
-        assert r["params"]["params.yaml"]["data"]["seed"] == 1
-        assert "test/acc" in r["metrics"]["outputs/dvc/evaluate/metrics.json"]["data"]
-
-
 # -- data versions ---------------------------------------------------------------------------
 def test_plain_run_records_dvc_hash_of_its_data(reproduced, tmp_path):
     """`python train.py` outside DVC records the DVC hash of what it read: run dir and W&B config."""
