@@ -72,13 +72,18 @@ def test_a_run_starts_with_garbage_collection_paused_and_trains_with_it_frozen_a
     assert states["train_start"]["frozen"] > 100_000  # torch and Lightning's objects, out of every collection
 
 
-@pytest.mark.parametrize("multirun", [["-m", "seed=0"], ["hydra.mode=MULTIRUN"]], ids=["-m", "config"])
-def test_a_multirun_leaves_garbage_collection_on(multirun, tmp_path):
-    """A sweep's process lives as long as the sweep (waiting on SLURM, Optuna): it must collect."""
+@pytest.mark.parametrize("multirun", [["-m", "seed=0"], ["hydra.mode=MULTIRUN"], ["-m", "seed=0,1", "launcher=parallel"]],
+                         ids=["-m", "config", "parallel"])
+def test_a_multirun_collects_from_its_pre_launch_check_on_with_torch_frozen(multirun, tmp_path):
+    """A sweep's process lives as long as the sweep (waiting on SLURM, Optuna): it must collect once
+    its pre-launch check has imported torch and Lightning, whose objects it froze (also for the
+    parallel launcher's forked workers, which inherit them)."""
     out = tmp_path / "gc.json"
     run_cli("train.py", *multirun, *TINY, "+callbacks.gc_probe._target_=tests.probes.GcProbe",
             f"+callbacks.gc_probe.out={out}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    assert json.loads(out.read_text())["built"]["enabled"] is True
+    built = json.loads(out.read_text())["built"]
+    assert built["enabled"] is True
+    assert built["frozen"] > 100_000
 
 
 WANDB_INIT = """

@@ -174,6 +174,15 @@ def test_worker_slots():
         worker_slots(3, ["0", "1"], 1, False)
 
 
+def test_only_forked_cpu_workers_validate_a_sweep(monkeypatch):
+    """Spawned (GPU) workers have neither this process's Hydra nor its imports: the pre-launch
+    check validates the jobs itself."""
+    from hydra_plugins.expkit_launchers.parallel_launcher import validation_workers
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert validation_workers({"n_jobs": None, "gpus_per_job": 1, "share_gpus": False, "threads_per_job": None}, 4) is None
+
+
 def test_cpu_workers_are_forked_gpu_workers_spawned():
     import sys
 

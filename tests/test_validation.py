@@ -507,10 +507,14 @@ def test_validate_command(capsys):
     assert exit_info.value.code == 2 and "job 1 (model=cnn data=wine): model 'CNN'" in err
 
 
-def test_multirun_validates_every_job_before_the_first_starts(tmp_path):
-    proc = run_script("train.py", ["-m", "model=mlp,cnn", "data=wine", "logger=none"], cwd=tmp_path)
+@pytest.mark.parametrize("launcher", ["local", "parallel"])
+def test_multirun_validates_every_job_before_the_first_starts(launcher, tmp_path):
+    # launcher=parallel: the workers validate jobs 1-3 side by side; the first bad job in order is named.
+    proc = run_script("train.py", ["-m", "model=mlp,cnn", "seed=0,1", "data=wine", "logger=none", f"launcher={launcher}"],
+                      cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert "job 1 (model=cnn data=wine" in proc.stderr and "model 'CNN'" in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: job 2 (model=cnn seed=0 data=wine") and "model 'CNN'" in line
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("run.json")), "no job may start"
 

@@ -211,10 +211,12 @@ def explain_composition_error(exc: Exception, probe: Sequence[str], config_name:
     return ConfigError(f"the config does not compose: {first}{cause}")
 
 
-def compose(config_name: str, overrides: Sequence[str] = (), *, hydra: bool = False, check: bool = True) -> DictConfig:
+def compose(config_name: str, overrides: Sequence[str] = (), *, hydra: bool = False, check: bool = True,
+            check_options: bool = True) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``overrides`` as ``python train.py`` would, without
     creating a run directory. With ``check``, a bad override raises a one-line :class:`ConfigError`
-    with a did-you-mean suggestion instead of Hydra's error."""
+    with a did-you-mean suggestion instead of Hydra's error; ``check_options=False`` leaves out
+    :func:`check_group_options` (the caller checked the options already, e.g. a whole sweep's)."""
     import yaml
     from hydra import compose as hydra_compose
     from hydra.errors import HydraException
@@ -223,7 +225,8 @@ def compose(config_name: str, overrides: Sequence[str] = (), *, hydra: bool = Fa
     with hydra_context():
         if not check:
             return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
-        check_group_options(overrides, config_name)
+        if check_options:
+            check_group_options(overrides, config_name)
         try:
             return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
         except HydraException as exc:

@@ -20,19 +20,23 @@ Legal but degenerate values are logged as warnings (``expkit`` logger) and retur
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expkit.build import INJECTED_ARGUMENTS
-from expkit.config.compose import check_resolvable, compose, hydra_context
+from expkit.config.compose import check_group_options, check_resolvable, compose, hydra_context
 from expkit.config.schema import REQUIRED, check_schema
 from expkit.config.targets import check_targets, probe_components, probe_model, target_nodes
 from expkit.errors import ConfigError, DataError, ExpkitError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 log = logging.getLogger("expkit")
 
@@ -253,11 +257,12 @@ def _traced(problems: list[ExpkitError], origins: Mapping[str, str]) -> list[Exp
     return kept
 
 
+PARALLEL_LAUNCHER = "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher"
 # Launchers whose jobs run on this machine: their Trainer devices are checked here. Any other
 # launcher's job (SLURM, ...) checks them itself, where it runs, before it builds anything.
 LOCAL_LAUNCHERS = (
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
-    "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher",
+    PARALLEL_LAUNCHER,
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
 )
@@ -268,24 +273,46 @@ def runs_here(launcher: str | None) -> bool:
     return launcher is None or launcher in LOCAL_LAUNCHERS
 
 
-def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train") -> list[dict[str, Any]]:
+def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train", options_checked: bool = False,
+                   workers: Callable[[], Executor | None] | None = None) -> list[dict[str, Any]]:
     """Compose and validate every job (a list of overrides) of a sweep before the first starts;
     the first bad job raises, its overrides named. Returns the sizes each job's data declares.
+
+    ``options_checked``: the caller has checked that every ``group=option`` of the jobs exists
+    (``check_group_options``; the ``validate_sweep`` callback does, on the sweep's overrides); else
+    each distinct override is checked once here. The first job is validated here, which imports
+    torch and Lightning; then ``workers()``, when given, may return an executor whose processes
+    (forked from this one: they have its Hydra and its imports) validate the other jobs side by
+    side. ``None``: here, one after another.
 
     >>> validate_sweep([["model=mlp", "seed=0"], ["model=cnn", "data=wine"]])  # doctest: +SKIP
     ConfigError: job 1 (model=cnn data=wine): model 'CNN' ... cannot be trained on data 'wine' ...
     """
+    from expkit.startup import paused_collection, started
+
     task = config_name if config_name in REQUIRED else "train"
-    specs: list[dict[str, Any]] = []
+    check_job = functools.partial(_validate_job, jobs=jobs, config_name=config_name, task=task)
     with hydra_context():
-        for number, job in enumerate(jobs):
-            try:
-                cfg = compose(config_name, job, hydra=True)
-                launcher = OmegaConf.select(cfg, "hydra.launcher._target_")
-                with open_dict(cfg):
-                    del cfg["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
-                specs.append(validate(cfg, task, hardware=runs_here(launcher)))
-            except ExpkitError as exc:
-                label = " ".join(job) or "no overrides"
-                raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None
+        if not options_checked:  # each distinct override once: jobs share most of theirs
+            check_group_options(list(dict.fromkeys(o for job in jobs for o in job)), config_name)
+        with paused_collection():  # the first job's check imports torch and Lightning (expkit.startup)
+            specs = [check_job(0)] if jobs else []
+            started()
+        executor = workers() if workers is not None and len(jobs) > 1 else None
+        rest = range(1, len(jobs))
+        specs += executor.map(check_job, rest) if executor is not None else map(check_job, rest)  # the first error in job order
     return specs
+
+
+def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, task: str) -> dict[str, Any]:
+    """Compose and validate job ``number`` of ``jobs`` (:func:`validate_sweep`); its error names it."""
+    job = jobs[number]
+    try:
+        cfg = compose(config_name, job, hydra=True, check_options=False)
+        launcher = OmegaConf.select(cfg, "hydra.launcher._target_")
+        with open_dict(cfg):
+            del cfg["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
+        return validate(cfg, task, hardware=runs_here(launcher))
+    except ExpkitError as exc:
+        label = " ".join(job) or "no overrides"
+        raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None

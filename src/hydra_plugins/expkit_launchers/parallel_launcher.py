@@ -11,12 +11,13 @@ cores, each job as fast as alone). The workers are kept between launches (an Opt
 launches one batch a round), so a search pays for their start once.
 """
 
+import functools
+import gc
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -55,14 +56,20 @@ def visible_gpus() -> list[str]:
     """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else what nvidia-smi lists."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+    return list(_machine_gpus())
+
+
+@functools.cache
+def _machine_gpus() -> tuple[str, ...]:
+    """The GPU indices nvidia-smi lists (asked once a process: the check and the launcher both need them)."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return ()
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30, check=True).stdout
     except (subprocess.SubprocessError, OSError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+        return ()
+    return tuple(line.strip() for line in out.splitlines() if line.strip())
 
 
 def worker_slots(n_jobs: int | None, gpus: Sequence[str], gpus_per_job: int, share_gpus: bool) -> list[str | None]:
@@ -92,12 +99,17 @@ def worker_slots(n_jobs: int | None, gpus: Sequence[str], gpus_per_job: int, sha
     return [groups[i % len(groups)] for i in range(count)]
 
 
+# What a worker's slot sets in its environment (_init_worker); every other variable a job sees is
+# the sweeping process's (_execute).
+SLOT_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _init_worker(slots: Any, threads: int) -> None:
     """Runs first in each worker: take a slot, pin its GPUs and threads before torch is imported."""
     cuda = slots.get()
     if cuda is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in SLOT_VARIABLES[1:]:
         os.environ[var] = str(threads)
     if "torch" in sys.modules:  # forked from a process that imported torch: the variables come too late
         sys.modules["torch"].set_num_threads(threads)
@@ -116,14 +128,81 @@ def start_method(slots: Sequence[str | None]) -> str:
 
 
 def _execute(payload: bytes) -> bytes:
+    """Run one job in a worker. The job sees the environment the sweeping process had when it
+    launched the job (as a job of the basic or SLURM launcher does; the workers may have started
+    before, during the pre-launch check), with this worker's slot variables."""
     import cloudpickle
 
-    hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
+    hydra_context, task_function, sweep_config, singleton_state, environment = cloudpickle.loads(payload)
+    slot = {var: os.environ[var] for var in SLOT_VARIABLES if var in os.environ}
+    os.environ.clear()
+    os.environ.update({**environment, **slot})
     setup_globals()
     Singleton.set_state(singleton_state)
     ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     return cloudpickle.dumps(ret)
+
+
+@dataclass
+class _Pool:
+    """The workers of this process's sweep: started once, shared by the pre-launch check
+    (:func:`validation_workers`) and every launch (an Optuna search launches a batch a round);
+    idle, they end with this process."""
+
+    executor: ProcessPoolExecutor | None = None
+    settings: tuple = ()  # (n_jobs, gpus_per_job, share_gpus, threads_per_job) it was started with
+    size: int = 0  # workers
+
+
+_shared = _Pool()
+
+
+def worker_pool(n_jobs: int | None, gpus_per_job: int, share_gpus: bool, threads_per_job: int | None,
+                batch: int) -> ProcessPoolExecutor:
+    """The worker pool for a batch of ``batch`` jobs under the launcher's settings: the current one
+    when it was started with the same settings, has as many workers as the batch can use and none
+    died; else a new one (one worker per slot, at most one per job). Forked workers start after
+    this process's objects are frozen (``gc.freeze``, ``expkit.startup``)."""
+    import multiprocessing
+
+    settings = (n_jobs, gpus_per_job, share_gpus, threads_per_job)
+    slots = worker_slots(n_jobs, visible_gpus(), gpus_per_job, share_gpus)[:batch]
+    pool = _shared.executor
+    if pool is not None and not getattr(pool, "_broken", False) and _shared.settings == settings \
+            and _shared.size >= len(slots):
+        return pool
+    if pool is not None:
+        pool.shutdown()
+    threads = threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
+    log.info("Starting %d workers (%d thread(s) each%s)", len(slots), threads,
+             "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
+    method = start_method(slots)
+    if method == "fork":  # no collection in a worker touches (and copies) the pages of what it inherits
+        gc.freeze()
+    context = multiprocessing.get_context(method)
+    slot_queue = context.Queue()
+    for slot in slots:
+        slot_queue.put(slot)
+    _shared.executor = ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
+                                           initializer=_init_worker, initargs=(slot_queue, threads))
+    _shared.settings, _shared.size = settings, len(slots)
+    return _shared.executor
+
+
+def validation_workers(settings: Any, jobs: int) -> ProcessPoolExecutor | None:
+    """The sweep's workers, for its pre-launch check (``expkit.config.validate.validate_sweep``)
+    to validate ``jobs`` jobs side by side, or ``None`` (validate in this process): only forked CPU
+    workers (:func:`start_method`) can, as they have this process's Hydra and imports. The
+    launcher then runs the jobs on the same workers.
+
+    ``settings``: ``hydra.launcher`` (``n_jobs``, ``gpus_per_job``, ``share_gpus``, ``threads_per_job``)."""
+    slots = worker_slots(settings.get("n_jobs"), visible_gpus(), settings.get("gpus_per_job", 1),
+                         settings.get("share_gpus", False))
+    if start_method(slots) != "fork":
+        return None
+    return worker_pool(settings.get("n_jobs"), settings.get("gpus_per_job", 1), settings.get("share_gpus", False),
+                       settings.get("threads_per_job"), jobs)
 
 
 class ParallelLauncher(Launcher):
@@ -134,34 +213,9 @@ class ParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_size = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-
-    def _workers(self, n_jobs: int) -> ProcessPoolExecutor:
-        """The worker pool for a batch of ``n_jobs`` jobs: the previous batch's when it has enough
-        workers (and none died), else a new one sized for this batch (at most one worker per slot)."""
-        import multiprocessing
-
-        if self._pool is not None and n_jobs <= self._pool_size and not getattr(self._pool, "_broken", False):
-            return self._pool
-        if self._pool is not None:
-            self._pool.shutdown()
-        slots = worker_slots(self.n_jobs, visible_gpus(), self.gpus_per_job, self.share_gpus)[:n_jobs]
-        threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // len(slots))
-        log.info("Starting %d workers (%d thread(s) each%s)", len(slots), threads,
-                 "" if slots[0] is None else ", CUDA_VISIBLE_DEVICES " + " | ".join(s or "none" for s in slots))
-        context = multiprocessing.get_context(start_method(slots))
-        slot_queue = context.Queue()
-        for slot in slots:
-            slot_queue.put(slot)
-        self._pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
-                                         initializer=_init_worker, initargs=(slot_queue, threads))
-        self._pool_size = len(slots)
-        weakref.finalize(self, self._pool.shutdown)  # idle workers end with the sweep
-        return self._pool
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import cloudpickle
@@ -171,8 +225,8 @@ class ParallelLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
-        pool = self._workers(len(job_overrides))
-        log.info("Launching %d jobs on %d workers", len(job_overrides), self._pool_size)
+        pool = worker_pool(self.n_jobs, self.gpus_per_job, self.share_gpus, self.threads_per_job, len(job_overrides))
+        log.info("Launching %d jobs on %d workers", len(job_overrides), _shared.size)
         futures = []
         # Each job is submitted as soon as it is composed: new workers start (and import torch)
         # while the later jobs are composed.
@@ -182,6 +236,7 @@ class ParallelLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{os.getpid()}_{idx}"
                 sweep_config.hydra.job.num = idx
-            payload = cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state()))
+            payload = cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state(),
+                                         dict(os.environ)))
             futures.append(pool.submit(_execute, payload))
         return [cloudpickle.loads(f.result()) for f in futures]
