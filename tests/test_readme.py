@@ -457,7 +457,7 @@ def check_everyday(repo: Path, results: list[Result]) -> None:
     with next((repo / "logs" / "predict" / "runs").iterdir()).joinpath("predictions.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 10  # GIVEN new.csv: 10 rows
     assert json.loads((repo / "registry" / "registry.json").read_text())["models"]["digits"]["versions"]
-    assert (repo / "my-lab" / "conf").is_dir() and (repo / "outputs" / "dvc" / "evaluate" / "metrics.json").is_file()
+    assert (repo / "my-lab" / "conf").is_dir()
 
 
 def check_own_code(repo: Path, results: list[Result]) -> None:
@@ -634,8 +634,12 @@ def test_readme_section_runs_as_written(title, tmp_path):
     assert drifted == [], "transcripts that no longer hold:\n" + "\n".join(drifted)
     if title in CHECKS:
         CHECKS[title](repo, results)
-    if section.skipped:
-        pytest.skip(f"ran all but {len(section.skipped)} block(s) that need what CI lacks: {'; '.join(section.skipped)}")
+
+
+@pytest.mark.parametrize("title, reason", [(t, r) for t in ALL for r in ALL[t].skipped])
+def test_readme_block_that_needs_what_ci_lacks(title, reason):
+    """A block marked ``# needs: WHAT``: not run here, reported as skipped with its reason."""
+    pytest.skip(f"README {title!r}: needs {reason}")
 
 
 def test_quickstart_and_test_commands_are_what_ci_runs():
