@@ -129,11 +129,6 @@ def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool, ta
         checkpoint = load_checkpoint(ckpt, trust=trust)
     except ExpkitError as exc:
         return [exc]
-    trainer_cfg = config.get("trainer")
-    if task == "train" and isinstance(trainer_cfg, Mapping):
-        exhausted = nothing_left_to_train(checkpoint, trainer_cfg.get("max_epochs"), f"ckpt_path={ckpt}")
-        if exhausted:
-            return [exhausted]
     record = run_record_of(checkpoint)
     recorded = {k: _plain(v) for k, v in (record.get("sizes") or {}).items()}
     trained = dict(target_nodes((record.get("config") or {}).get("model") or {}, "model"))
@@ -156,6 +151,12 @@ def _check_checkpoint(config: Mapping, sizes: Mapping[str, Any], trust: bool, ta
             return [IncompatibleModelData(f"ckpt_path={ckpt}: its weights do not fit model {model_cfg['_target_']} as "
                                           f"configured here ({why}): use the model config and data sizes it was "
                                           "trained with, or another checkpoint.")]
+    # A checkpoint that fits, fitted on with the epochs it already has, would train nothing.
+    trainer_cfg = config.get("trainer")
+    if task == "train" and isinstance(trainer_cfg, Mapping):
+        exhausted = nothing_left_to_train(checkpoint, trainer_cfg.get("max_epochs"), f"ckpt_path={ckpt}")
+        if exhausted:
+            return [exhausted]
     return []
 
 
