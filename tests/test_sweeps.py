@@ -174,6 +174,69 @@ def test_worker_slots():
         worker_slots(3, ["0", "1"], 1, False)
 
 
+# Runs train.py's main counting this process's job compositions (Hydra's load_sweep_config).
+COUNT_SWEEP_COMPOSITIONS = """
+import os, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from expkit.tasks.train import main
+calls, pid = [], os.getpid()
+original = ConfigLoaderImpl.load_sweep_config
+def counted(self, *args, **kwargs):
+    if os.getpid() == pid:
+        calls.append(1)
+    return original(self, *args, **kwargs)
+ConfigLoaderImpl.load_sweep_config = counted
+sys.argv[0] = {train!r}
+try:
+    main()
+finally:
+    print("COMPOSED", len(calls))
+"""
+
+
+def test_a_parallel_sweep_runs_the_job_configs_its_pre_launch_check_composed(tmp_path):
+    """Each job is composed by the pre-launch check (job 0 here, the others in the workers), once
+    more by Hydra's sweeper (its own check), and not again by the launcher."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "-c", COUNT_SWEEP_COMPOSITIONS.format(train=str(ROOT / "train.py")), "-m",
+                           "seed=0,1,2", "launcher=parallel", "hydra.launcher.n_jobs=2", *FAST, "logger=none"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split("COMPOSED")[-1]) == 1 + 3
+    (sweep,) = sweep_dirs(tmp_path)
+    assert [r["status"] for r in read_summary(sweep)] == ["completed"] * 3
+    for job in range(3):  # the configs Hydra would have composed: this job's overrides, number and directory
+        hydra = (sweep / str(job) / ".hydra" / "hydra.yaml").read_text()
+        assert f"    - seed={job}\n" in hydra and f"    num: {job}\n" in hydra and f"output_dir: {sweep / str(job)}\n" in hydra
+
+
+def test_a_job_config_composed_before_launch_is_the_one_hydra_composes_at_launch():
+    """What the pre-launch check hands the parallel launcher (pickled) equals Hydra's own
+    load_sweep_config at launch, down to the sweep directory's resolved time and id."""
+    import pickle
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from expkit.config.compose import compose_job
+    from expkit.paths import config_dir
+
+    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(f"file://{config_dir()}"))
+    try:
+        master = hydra.compose_config("train", ["seed=0,1", "launcher=parallel", "logger=none"], run_mode=RunMode.MULTIRUN)
+        job = ["seed=1", "launcher=parallel", "logger=none"]
+        before = pickle.loads(pickle.dumps(compose_job(master, job)))
+        at_launch = GlobalHydra.instance().config_loader().load_sweep_config(master, job)
+        assert OmegaConf.to_yaml(before) == OmegaConf.to_yaml(at_launch)
+        assert before.hydra.sweep.dir == at_launch.hydra.sweep.dir == master.hydra.sweep.dir
+        assert before.seed == 1 and list(before.hydra.overrides.task) == job
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def test_only_forked_cpu_workers_validate_a_sweep(monkeypatch):
     """Spawned (GPU) workers have neither this process's Hydra nor its imports: the pre-launch
     check validates the jobs itself."""

@@ -4,14 +4,10 @@ first one starts, whatever the launcher (local, SLURM): one bad combination stop
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-
-if TYPE_CHECKING:
-    from concurrent.futures import Executor
 
 log = logging.getLogger("expkit")
 
@@ -49,25 +45,28 @@ def check_sweeper_can_run(config: DictConfig) -> None:
                               "an interval with a sweeper that can (hydra/sweeper=expkit_optuna, or hparams_search=...).")
 
 
-def _workers(config: DictConfig, jobs: int) -> Callable[[], Executor | None] | None:
-    """What validates a sweep's jobs after the first: the parallel launcher's workers (when they
-    are forked, see ``validation_workers``), else ``None`` (this process)."""
+def _launcher_help(config: DictConfig, jobs: int) -> dict[str, Any]:
+    """What the sweep's launcher lends its pre-launch check (``validate_sweep``'s ``workers`` and
+    ``composed``): under ``launcher=parallel``, its forked workers to validate the jobs after the
+    first, and the place where it takes the composed job configs from (``validation_workers``,
+    ``composed_jobs``); nothing from other launchers."""
     from expkit.config.validate import PARALLEL_LAUNCHER
 
     launcher = config.hydra.get("launcher") or {}
     if launcher.get("_target_") != PARALLEL_LAUNCHER:
-        return None
-    from hydra_plugins.expkit_launchers.parallel_launcher import validation_workers
+        return {}
+    from hydra_plugins.expkit_launchers.parallel_launcher import composed_jobs, validation_workers
 
-    return lambda: validation_workers(launcher, jobs)
+    return {"workers": lambda: validation_workers(launcher, jobs), "composed": composed_jobs()}
 
 
 class ValidateSweep(Callback):
     """``on_multirun_start``: check the options of the sweep's overrides, then compose and validate
     each job's overrides (``validate_sweep``), with the sweep's own config loader (its search path);
     an invalid job exits with its error's code and names the job, before any job or directory exists.
-    Under ``launcher=parallel`` the launcher's forked workers validate the jobs after the first,
-    side by side (``parallel_launcher.validation_workers``). ``on_run_start`` (a single run): the
+    Each job is composed as its launcher will compose it; under ``launcher=parallel`` the
+    launcher's forked workers validate the jobs after the first, side by side, and the launcher
+    runs the configs composed here (``_launcher_help``). ``on_run_start`` (a single run): the
     run directory's location only (the task validates the rest).
 
     Args:
@@ -92,10 +91,9 @@ class ValidateSweep(Callback):
         try:
             check_choices(sweep_overrides(config), config)  # every option of every job, as the user wrote it
             check_sweeper_can_run(config)
-            searchpath = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
-            jobs = [[*searchpath, *job] for job in expand_sweep(sweep_overrides(config))]
-            sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name, options_checked=True,
-                                   workers=_workers(config, len(jobs)))
+            jobs = expand_sweep(sweep_overrides(config))
+            sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name, master=config, options_checked=True,
+                                   **_launcher_help(config, len(jobs)))
         except ExpkitError as exc:
             exit_with(exc)
         except Exception as exc:  # noqa: BLE001 - Hydra turns a callback's error into a warning and runs the sweep

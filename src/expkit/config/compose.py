@@ -235,6 +235,29 @@ def compose(config_name: str, overrides: Sequence[str] = (), *, hydra: bool = Fa
             raise ConfigError(f"a config file does not load: {' '.join(str(exc).split())}") from None
 
 
+def compose_job(master: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A multirun job's config as its launcher composes it (Hydra's ``load_sweep_config``: the
+    sweep's own Hydra overrides, then the job's ``overrides``, on the running app's loader), with
+    Hydra's composition errors explained in one line (:func:`explain_composition_error`).
+
+    The sweep directory is resolved in ``master`` first, as Hydra's sweeper does before it composes
+    any job: the job's config copies the master's resolved values (``${now:...}``,
+    ``${expkit.uid:}``), so it names the same sweep directory."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_name = master.hydra.job.config_name
+    str(master.hydra.sweep.dir)  # resolved (and cached) once for the whole sweep
+    try:
+        return _loader().load_sweep_config(master, list(overrides))
+    except HydraException as exc:  # explained on the sweep's search path
+        searchpath = [o for o in master.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
+        raise explain_composition_error(exc, [*searchpath, *overrides], config_name) from None
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:  # a config file that is not valid YAML
+        raise ConfigError(f"a config file does not load: {' '.join(str(exc).split())}") from None
+
+
 def check_resolvable(cfg: DictConfig) -> None:
     """Every required value (``???``) is set and every interpolation resolves (the ``hydra`` node aside)."""
     from omegaconf.errors import OmegaConfBaseException

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expkit.build import INJECTED_ARGUMENTS
-from expkit.config.compose import check_group_options, check_resolvable, compose, hydra_context
+from expkit.config.compose import (
+    check_group_options,
+    check_resolvable,
+    compose,
+    compose_job,
+    hydra_context,
+)
 from expkit.config.schema import REQUIRED, check_schema
 from expkit.config.targets import check_targets, probe_components, probe_model, target_nodes
 from expkit.errors import ConfigError, DataError, ExpkitError
@@ -274,17 +280,22 @@ def runs_here(launcher: str | None) -> bool:
     return launcher is None or launcher in LOCAL_LAUNCHERS
 
 
-def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train", options_checked: bool = False,
-                   workers: Callable[[], Executor | None] | None = None) -> list[dict[str, Any]]:
+def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train", *, master: DictConfig | None = None,
+                   options_checked: bool = False, workers: Callable[[], Executor | None] | None = None,
+                   composed: dict[tuple[str, ...], bytes] | None = None) -> list[dict[str, Any]]:
     """Compose and validate every job (a list of overrides) of a sweep before the first starts;
     the first bad job raises, its overrides named. Returns the sizes each job's data declares.
 
-    ``options_checked``: the caller has checked that every ``group=option`` of the jobs exists
-    (``check_group_options``; the ``validate_sweep`` callback does, on the sweep's overrides); else
-    each distinct override is checked once here. The first job is validated here, which imports
-    torch and Lightning; then ``workers()``, when given, may return an executor whose processes
-    (forked from this one: they have its Hydra and its imports) validate the other jobs side by
-    side. ``None``: here, one after another.
+    ``master``: the sweep's own (master) config; each job is then composed as its launcher will
+    compose it (``ConfigLoader.load_sweep_config``: the sweep's Hydra overrides, then the job's),
+    else as ``compose(config_name, job)`` does. ``options_checked``: the caller has checked that
+    every ``group=option`` of the jobs exists (``check_group_options``; the ``validate_sweep``
+    callback does, on the sweep's overrides); else each distinct override is checked once here.
+    The first job is validated here, which imports torch and Lightning; then ``workers()``, when
+    given, may return an executor whose processes (forked from this one: they have its Hydra and
+    its imports) validate the other jobs side by side; ``None``: here, one after another.
+    ``composed``: when given (with ``master``), receives each job's composed config, pickled (tens
+    of kB, whatever the sweep's size), by its overrides, for a launcher that would compose it again.
 
     >>> validate_sweep([["model=mlp", "seed=0"], ["model=cnn", "data=wine"]])  # doctest: +SKIP
     ConfigError: job 1 (model=cnn data=wine): model 'CNN' ... cannot be trained on data 'wine' ...
@@ -292,28 +303,36 @@ def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train", op
     from expkit.startup import paused_collection, started
 
     task = config_name if config_name in REQUIRED else "train"
-    check_job = functools.partial(_validate_job, jobs=jobs, config_name=config_name, task=task)
+    check_job = functools.partial(_validate_job, jobs=jobs, config_name=config_name, task=task, master=master,
+                                  keep=composed is not None)
     with hydra_context():
         if not options_checked:  # each distinct override once: jobs share most of theirs
             check_group_options(list(dict.fromkeys(o for job in jobs for o in job)), config_name)
         with paused_collection():  # the first job's check imports torch and Lightning (expkit.startup)
-            specs = [check_job(0)] if jobs else []
+            checked = [check_job(0)] if jobs else []
             started()
         executor = workers() if workers is not None and len(jobs) > 1 else None
         rest = range(1, len(jobs))
-        specs += executor.map(check_job, rest) if executor is not None else map(check_job, rest)  # the first error in job order
-    return specs
+        checked += executor.map(check_job, rest) if executor is not None else map(check_job, rest)  # the first error in job order
+    if composed is not None:
+        composed.update((tuple(job), cfg) for job, (_, cfg) in zip(jobs, checked, strict=True))
+    return [sizes for sizes, _ in checked]
 
 
-def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, task: str) -> dict[str, Any]:
-    """Compose and validate job ``number`` of ``jobs`` (:func:`validate_sweep`); its error names it."""
-    job = jobs[number]
+def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, task: str, master: DictConfig | None,
+                  keep: bool) -> tuple[dict[str, Any], bytes | None]:
+    """Compose and validate job ``number`` of ``jobs`` (:func:`validate_sweep`); its error names it.
+    Returns the sizes its data declares and, with ``keep``, its composed config, pickled."""
+    import pickle
+
+    job = list(jobs[number])
     try:
-        cfg = compose(config_name, job, hydra=True, check_options=False)
+        cfg = compose(config_name, job, hydra=True, check_options=False) if master is None else compose_job(master, job)
         launcher = OmegaConf.select(cfg, "hydra.launcher._target_")
-        with open_dict(cfg):
-            del cfg["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
-        return validate(cfg, task, hardware=runs_here(launcher))
+        checked = cfg.copy()
+        with open_dict(checked):
+            del checked["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
+        return validate(checked, task, hardware=runs_here(launcher)), pickle.dumps(cfg) if keep else None
     except ExpkitError as exc:
         label = " ".join(job) or "no overrides"
         raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None
