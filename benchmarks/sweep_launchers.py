@@ -12,8 +12,11 @@ own empty folder. A job's own time is what its sweep record measures (from Hydra
 its end: building, fitting, testing, writing). With W workers running jobs side by side (local: 1;
 parallel: one per CPU core; SLURM: the node's CPUs / cpus_per_task), the overhead per job is
 (wall time x W - sum of job times) / jobs: process starts, imports, config composition and
-validation, submission and scheduling (SLURM), spread over the jobs. Sweeps of one kind run one at a
-time, launchers alternate between repetitions, and the medians are reported.
+validation, submission and scheduling (SLURM), spread over the jobs. The fixed part is also timed
+from the records: from the command's start to the first job's start, and from the last job's end to
+the command's exit. Sweeps of one kind run one at a time, launchers alternate between repetitions,
+and the medians are reported, with the load average before and after each sweep (the machine may be
+shared: compare runs made at the same load).
 """
 
 from __future__ import annotations
@@ -72,9 +75,10 @@ def run_sweep(launcher: str, jobs: int, epochs: int, extra: list[str]) -> dict:
                    f"trainer.max_epochs={epochs}", *extra]
         env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **variables}
         load = os.getloadavg()[0]
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        ended = started + wall
         if proc.returncode != 0:
             raise SystemExit(f"{launcher} sweep failed:\n{proc.stderr[-3000:]}")
         (sweep,) = (Path(cwd) / "logs" / "train" / "multiruns").iterdir()
@@ -88,7 +92,13 @@ def run_sweep(launcher: str, jobs: int, epochs: int, extra: list[str]) -> dict:
         "workers": side_by_side,
         "job_s_mean": round(busy / jobs, 2),
         "overhead_per_job_s": round((wall * side_by_side - busy) / jobs, 2),
+        # The fixed cost, from the records' clocks: the command's start to its first job's start
+        # (imports, composing and checking the sweep, starting workers or submitting), and its last
+        # job's end to the command's exit (summary, joining the workers, the interpreter's exit).
+        "before_first_job_s": round(min(r["started"] for r in records) - started, 2),
+        "after_last_job_s": round(ended - max(r["finished"] for r in records), 2),
         "load_average_before": round(load, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -118,7 +128,7 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     median = {
         launcher: {key: statistics.median(r[key] for r in runs if r["launcher"] == launcher)
-                   for key in ("wall_s", "job_s_mean", "overhead_per_job_s")}
+                   for key in ("wall_s", "job_s_mean", "overhead_per_job_s", "before_first_job_s", "after_last_job_s")}
         for launcher in launchers
     }
     ratio = {launcher: round(median[launcher]["wall_s"] / median["local"]["wall_s"], 2) for launcher in launchers}
@@ -128,7 +138,8 @@ def main() -> None:
     for launcher in launchers:
         m = median[launcher]
         print(f"  {launcher:13s} wall {m['wall_s']:6.1f} s  ({ratio[launcher]:.2f} x sequential)  "
-              f"job {m['job_s_mean']:.1f} s  overhead per job {m['overhead_per_job_s']:.2f} s")
+              f"job {m['job_s_mean']:.1f} s  overhead per job {m['overhead_per_job_s']:.2f} s  "
+              f"before the first job {m['before_first_job_s']:.1f} s, after the last {m['after_last_job_s']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
