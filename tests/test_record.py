@@ -157,6 +157,23 @@ def test_runs_table_and_compare(recorded, tmp_path):
     assert "model=transformer" in rows[0], "newest first"
     only = expkit("runs", str(tmp_path / "logs"), "--where", "model=transformer", cwd=tmp_path).stdout
     assert only.count("completed") == 1
+
+    def listed(*where: str) -> int:
+        out = expkit("runs", str(tmp_path / "logs"), *(a for w in where for a in ("--where", w)), cwd=tmp_path).stdout
+        return int(out.split(" run(s) under")[0].split()[-1])
+
+    # A group's option matches whether the command chose it or the defaults did.
+    assert listed("model=mlp") == 1 and listed("data=wine") == 2 and listed("model=cnn") == 0
+    assert listed("data=wine", "model=transformer") == 1
+    # Typed, exact: 2 is 2.0, not 2.0000000001; the quoted text '2' is not the number.
+    assert listed("trainer.max_epochs=2") == listed("trainer.max_epochs=2.0") == 2
+    assert listed("trainer.max_epochs=2.0000000001") == 0 and listed("trainer.max_epochs='2'") == 0
+    for malformed in ("lr", "=3", " =x"):  # no key or no '=': refused, not an empty listing
+        refused = expkit("runs", str(tmp_path / "logs"), "--where", malformed, cwd=tmp_path, check=False)
+        assert refused.returncode == 2 and refused.stderr.startswith("error: --where") and "KEY=VALUE" in refused.stderr
+        assert refused.stderr.count("\n") == 1 and refused.stdout == ""
+    typo = expkit("runs", str(tmp_path / "logs"), "--metric", "test/ac", cwd=tmp_path, check=False)
+    assert typo.returncode == 2 and "did you mean test/acc" in typo.stderr and typo.stderr.count("\n") == 1
     first, second = run_dirs(tmp_path, task="debug")
     diff = expkit("compare", str(first), str(second), cwd=tmp_path).stdout
     assert "model.net._target_" in diff and "FeatureTransformer" in diff and "test/acc" in diff

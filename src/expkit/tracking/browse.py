@@ -56,47 +56,84 @@ def duration(record: RunRecord) -> str:
 
 def typed(text: str) -> Any:
     """A ``--where`` value as the YAML/Hydra value it spells: ``2e-3`` and ``0.002`` are the same
-    number, ``true``/``null`` a boolean and null; anything else stays text."""
+    number, ``true``/``null`` a boolean and null; quoted (``'0.002'``) or anything else, text."""
     import yaml
 
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
+    if isinstance(value, str) and not text.strip().startswith(("'", '"')):
         try:
-            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as text
+            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as text; Hydra's parser, a float
         except ValueError:
             return value
     return value
 
 
 def same_value(recorded: Any, wanted: Any) -> bool:
-    """Equal by value: numbers numerically (``2e-3 == 0.002``), booleans and null by identity."""
-    import math
-
+    """Equal by type and value: numbers numerically and exactly (``2e-3 == 0.002 == 2`` is false,
+    ``2 == 2.0`` true), booleans and null by identity (``1`` is not ``true``), text as text (the
+    text ``'0.002'`` is not the number), lists item by item."""
     if isinstance(recorded, bool) or isinstance(wanted, bool) or recorded is None or wanted is None:
         return recorded is wanted or (isinstance(recorded, bool) and isinstance(wanted, bool) and recorded == wanted)
-    if isinstance(recorded, (int, float)) and isinstance(wanted, (int, float)):
-        return math.isclose(recorded, wanted, rel_tol=1e-9, abs_tol=0.0)
+    numbers = (int, float)
+    if isinstance(recorded, numbers) or isinstance(wanted, numbers):
+        return isinstance(recorded, numbers) and isinstance(wanted, numbers) and float(recorded) == float(wanted)
     if isinstance(recorded, (list, tuple)) and isinstance(wanted, (list, tuple)):
         return len(recorded) == len(wanted) and all(same_value(a, b) for a, b in zip(recorded, wanted, strict=True))
+    if isinstance(recorded, (list, tuple, dict)) or isinstance(wanted, (list, tuple, dict)):
+        return False
     return str(recorded) == str(wanted)
 
 
-def matches(record: RunRecord, where: list[str]) -> bool:
-    """Whether the run's config key (or ``status``, ``task``) has each ``KEY=VALUE`` of ``where``,
-    compared by value (:func:`same_value`), or the run was launched with that exact override."""
+def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` conditions as ``(KEY, VALUE)``; raises ``ConfigError`` naming one without a key
+    or an ``=``."""
+    from expkit.errors import ConfigError
+
+    parsed = []
+    for condition in conditions:
+        key, equals, value = condition.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--where {condition!r}: expected KEY=VALUE (e.g. --where model.optimizer.lr=2e-3, "
+                              "--where model=mlp, --where status=completed)")
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def matches(record: RunRecord, where: list[tuple[str, str]]) -> bool:
+    """Whether the run has each ``(KEY, VALUE)`` of ``where`` (:func:`parse_where`): its config key
+    (or ``status``, ``task``) holds VALUE, compared by value (:func:`same_value`); or KEY is a config
+    group and the run used option VALUE of it, chosen or by default (``model=mlp``; recorded in
+    ``run.json``'s ``composition.choices``); or the run was launched with that exact override."""
     from expkit.tasks.rerun import flatten
 
     flat = flatten({**record.data.get("config", {}), "status": record.data.get("status"), "task": record.data.get("task")})
-    for condition in where:
-        key, _, value = condition.partition("=")
+    choices = (record.data.get("composition") or {}).get("choices") or {}
+    for key, value in where:
         if key in flat and same_value(flat[key], typed(value)):
             continue
-        if not any(o == condition for o in record.data.get("overrides", [])):
+        if key in choices and str(choices[key]) == value:
+            continue
+        if not any(o == f"{key}={value}" for o in record.data.get("overrides", [])):
             return False
     return True
+
+
+def check_metrics(records: list[RunRecord], chosen: list[str]) -> None:
+    """Every ``--metric`` name is recorded by at least one of ``records`` (when there are any);
+    raises ``ConfigError`` naming the first that none records, with the closest recorded names."""
+    import difflib
+
+    from expkit.errors import ConfigError
+
+    recorded = sorted({k for r in records for k in (r.data.get("metrics") or {})})
+    for name in chosen if records else []:
+        if name not in recorded:
+            close = difflib.get_close_matches(name, recorded, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else f"recorded: {', '.join(recorded) or 'none'}"
+            raise ConfigError(f"--metric {name!r}: none of the {len(records)} listed run(s) recorded it; {hint}")
 
 
 def metric_columns(records: list[RunRecord], chosen: list[str] | None = None) -> list[str]:
@@ -187,7 +224,9 @@ def main(argv: list[str], command: str) -> None:
         parser.add_argument("path", nargs="?", type=Path, default=Path("logs"), help="where to look (default: logs)")
         parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                             help="keep runs whose config key (e.g. model._target_, data.batch_size, status) has VALUE "
-                            "(numbers compared as numbers: 2e-3 = 0.002), or whose overrides include KEY=VALUE; repeatable")
+                            "(compared by type: 2e-3 = 0.002, true is not 1, '0.002' is text), that used option "
+                            "VALUE of config group KEY (model=mlp, chosen or by default), or whose overrides "
+                            "include KEY=VALUE; repeatable")
         parser.add_argument("--status", help="keep runs with this status (completed, failed, running)")
         parser.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
         parser.add_argument("--metric", action="append", metavar="NAME",
@@ -196,8 +235,15 @@ def main(argv: list[str], command: str) -> None:
         if not args.path.exists():
             print(f"error: {args.path}: no such directory (runs are under paths.log_dir, default logs/).", file=sys.stderr)
             sys.exit(2)
-        where = args.where + ([f"status={args.status}"] if args.status else [])
-        records = [r for r in find_runs(args.path) if matches(r, where)][: args.limit]
+        from expkit.errors import ConfigError
+
+        try:
+            where = parse_where(args.where + ([f"status={args.status}"] if args.status else []))
+            records = [r for r in find_runs(args.path) if matches(r, where)][: args.limit]
+            check_metrics(records, args.metric or [])
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         console.print(runs_table(records, args.path, args.metric))
     else:
         parser = argparse.ArgumentParser(prog="expkit compare", description="Config and metric differences of two runs.")

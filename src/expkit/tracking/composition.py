@@ -7,7 +7,7 @@ Recorded: the Hydra job (the entry point: ``train``, ``eval``, ``predict``), the
 name and directory, the ``--config-dir`` directories, the ``hydra.searchpath`` overrides, every
 config source in search order, the launch directory, and the sha256 of each config file the run
 used (the primary config, the configs its defaults list names, and the option Hydra chose for
-every group).
+every group), and those options by group (``choices``, for ``expkit runs --where GROUP=OPTION``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def composition() -> dict[str, Any]:
         "sources": sources,
         "cwd": os.getcwd(),
         "files": config_files(sources, hc.job.config_name, dict(hc.runtime.choices)),
+        # The option of every config group, chosen or by default (``expkit runs --where model=mlp``).
+        "choices": {group: option for group, option in hc.runtime.choices.items()
+                    if not group.startswith("hydra/") and isinstance(option, str)},
     }
 
 
