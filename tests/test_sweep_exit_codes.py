@@ -82,6 +82,33 @@ def test_corrupt_study_storage_is_one_line_exit_3(tmp_path):
     assert not [p for p in sweep.iterdir() if p.name.isdigit()], "no trial may start"
 
 
+@pytest.mark.parametrize("kind", ["directory", "another database"])
+def test_a_study_file_optuna_would_write_into_or_fail_on_is_refused_untouched_exit_3(tmp_path, kind):
+    """optuna.db a directory, or a SQLite database of something else: one line naming it, exit 3,
+    before Optuna writes its tables into it (or fails without naming it)."""
+    import sqlite3
+
+    sweep = tmp_path / "logs" / "train" / "multiruns" / "digits_optuna"
+    sweep.mkdir(parents=True)
+    study = sweep / "optuna.db"
+    if kind == "directory":
+        study.mkdir()
+    else:
+        with sqlite3.connect(study) as db:
+            db.execute("CREATE TABLE measurements (t REAL, value REAL)")
+            db.execute("INSERT INTO measurements VALUES (1.0, 2.0)")
+        before = study.read_bytes()
+    proc = run_cli("train.py", *TINY_SEARCH, cwd=tmp_path, check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    line = error_line(proc)
+    assert f"{study} is not a readable Optuna study" in line and "hydra.sweep.dir" in line
+    assert ("not a file" if kind == "directory" else "tables: measurements") in line
+    assert "retrying" not in proc.stderr + proc.stdout  # named at once, not after Optuna's retries
+    if kind != "directory":
+        assert study.read_bytes() == before
+    assert not [p for p in sweep.iterdir() if p.name.isdigit()], "no trial may start"
+
+
 def test_trial_directories_of_another_study_are_refused_exit_3(tmp_path):
     """optuna.db replaced by an empty one (or deleted) beside earlier trials' directories: a new trial 0
     would run beside the old trial 0's checkpoints and metrics; the search refuses instead."""

@@ -29,6 +29,7 @@ The search space uses Hydra's sweep syntax: ``choice(a, b)``, ``range(lo, hi, st
 then (define-by-run: TPE samples them only in those trials).
 """
 
+import contextlib
 import logging
 import math
 import threading
@@ -111,7 +112,6 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
     cannot be used (a file that is not an Optuna sqlite database, a schema of another Optuna
     version, a server that never answers) raises :class:`DataError` naming it and what to do.
     """
-    import contextlib
     import fcntl
 
     import optuna
@@ -124,10 +124,13 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
                 if database:  # workers sharing one sqlite file create its tables one at a time
                     lock = stack.enter_context(open(f"{database}.lock", "w"))
                     fcntl.flock(lock, fcntl.LOCK_EX)
+                    check_sqlite_file(Path(database))
                 storage = make_storage(url, heartbeat_interval, grace_period)
                 study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                             direction=direction, pruner=pruner)
             return study, storage
+        except DataError:  # check_sqlite_file: the file is named, and not a race
+            raise
         except Exception as exc:
             problem, transient = storage_problem(exc, url)
             last = attempt == attempts - 1
@@ -138,6 +141,33 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
             log.warning("Opening study '%s' failed (%s); retrying", study_name, str(exc).splitlines()[0][:200])
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")
+
+
+def check_sqlite_file(path: Path) -> None:
+    """A sqlite study file that exists is one Optuna may open and write: a regular file, empty (a
+    new study; nothing in it to lose) or a database with Optuna's tables. Read only; raises
+    :class:`DataError` naming ``path`` and what to do, before Optuna writes its tables into a
+    database of something else (or fails on a directory without naming it)."""
+    import sqlite3
+
+    if not path.exists() or path.is_file() and path.stat().st_size == 0:
+        return
+    fix = (f"restore it from a copy, or move the sweep directory {path.parent} away (or set another "
+           f"hydra.sweep.dir, or hydra.sweeper.storage) to start the study afresh.")
+    if not path.is_file():
+        raise DataError(f"{path} is not a readable Optuna study (it is not a file): {fix}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    except sqlite3.OperationalError as exc:  # unreadable (permissions), or locked: Optuna says which
+        log.debug("Could not check %s (%s); Optuna opens it", path, exc)
+        return
+    except sqlite3.DatabaseError:  # not a database: Optuna's own error is explained (storage_problem)
+        return
+    if tables and "studies" not in tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise DataError(f"{path} is not a readable Optuna study (a SQLite database of something else, tables: "
+                        f"{shown}); it is left as it is: {fix}")
 
 
 def storage_problem(exc: BaseException, url: str) -> tuple[str | None, bool]:
