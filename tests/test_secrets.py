@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from expkit.secrets import is_secret_key, mask, mask_text
+from expkit.launching.sweep import read_record
+from expkit.secrets import MASK, is_secret_key, mask, mask_text
 from tests.conftest import ROOT
+from tests.services import require_postgres
 from tests.test_dvc import fresh_clone  # noqa: F401  (the fixture)
 
 SECRETS = {"override": "hunter2-override", "nested": "nested-tok-4242", "url": "pw-in-url-777", "env": "env-key-31337"}
@@ -22,6 +24,7 @@ PLANTED = [f"+db_password={SECRETS['override']}", f"+svc.creds.token={SECRETS['n
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MY_SERVICE_TOKEN": SECRETS["env"],
        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # dvc's stages run `python`
 TINY = ["data=wine", "trainer=cpu", "trainer.max_epochs=1"]
+BATCHES = ["++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2", "logger=none"]
 
 
 def run(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.CompletedProcess:
@@ -29,6 +32,10 @@ def run(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.Comp
     proc = subprocess.run([*command, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{script} {args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def console(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
 
 
 def leaks(root: Path, *outputs: str) -> list[str]:
@@ -84,3 +91,62 @@ def test_no_secret_in_a_dvc_pipeline_run(fresh_clone, tmp_path):  # noqa: F811
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "${oc.env:MY_SERVICE_TOKEN}" in (repo / "params.yaml").read_text()
     assert leaks(repo / "outputs", proc.stdout, proc.stderr) == []
+
+
+def test_no_secret_in_the_files_of_a_skipped_job(tmp_path):
+    """A job whose config completed in another sweep of the same multiruns/ folder is skipped: the
+    files Hydra wrote for it (.hydra/, the sweep's multirun.yaml) are masked all the same."""
+    args = ["-m", *TINY, *BATCHES, *PLANTED, "seed=0"]
+    first = run([*args, "hydra.sweep.dir=logs/multiruns/first"], tmp_path)
+    second = run([*args, "hydra.sweep.dir=logs/multiruns/second"], tmp_path)
+    skipped = tmp_path / "logs" / "multiruns" / "second" / "0"
+    assert read_record(skipped)["status"] == "skipped"
+    assert "+db_password=***" in (skipped / ".hydra" / "overrides.yaml").read_text()
+    assert leaks(tmp_path, console(first), console(second)) == []
+
+
+def test_no_storage_password_in_the_files_of_a_skipped_trial(tmp_path):
+    """An Optuna search on PostgreSQL whose second trial draws the config the first completed: the
+    skipped trial's files hold the storage URL masked, like the trial that ran."""
+    import uuid
+
+    import optuna
+
+    url = require_postgres()
+    study_name = f"expkit_test_{uuid.uuid4().hex[:8]}"
+    try:
+        proc = run(["-m", *TINY, *BATCHES, *PLANTED, "hydra/sweeper=expkit_optuna", f"hydra.sweeper.storage='{url}'",
+                    f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=2", "hydra.sweep.dir=logs/optuna",
+                    "model.optimizer.lr=choice(0.001)"], tmp_path)
+    finally:
+        try:
+            optuna.delete_study(study_name=study_name, storage=url)
+        except KeyError:
+            pass
+    sweep = tmp_path / "logs" / "optuna"
+    assert [read_record(sweep / str(n))["status"] for n in (0, 1)] == ["completed", "skipped"]
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert f":{password}@" in url and f":{MASK}@" in (sweep / "1" / ".hydra" / "hydra.yaml").read_text()
+    in_url = [f":{password}@".encode(), f"\\:{password}@".encode()]  # as written, and as Hydra escapes it
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in in_url)]
+    assert files == [] and f":{password}@" not in console(proc)
+    assert leaks(tmp_path, console(proc)) == []
+
+
+def test_no_secret_in_lightnings_srun_hint_on_the_console(tmp_path):
+    """Where ``srun`` exists but the run was not started with it (a SLURM login or batch node),
+    Lightning warns and quotes the command line: its secrets are masked. A fake ``srun`` on PATH
+    makes any machine such a node."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    # A short script name: Lightning quotes the first 64 characters of the command line only.
+    (tmp_path / "t.py").write_text("from expkit.tasks.train import main\n\nmain()\n")
+    env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run([sys.executable, "t.py", *PLANTED, *TINY, *BATCHES, "hydra.run.dir=run"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"like so: srun {Path(sys.executable).name} t.py +db_password={MASK} " in proc.stderr
+    assert leaks(tmp_path, console(proc)) == []

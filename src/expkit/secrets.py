@@ -117,6 +117,19 @@ def keep_env_references(cfg: Any) -> Any:
     return keep_references(raw, OmegaConf.to_container(cfg, resolve=True))
 
 
+def write_masked_yaml(path: Any, data: Any) -> None:
+    """Write ``data`` (a plain structure or an OmegaConf config, kept unresolved as Hydra saves
+    it) to the YAML file ``path`` with its secrets masked (:func:`mask`), atomically."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from expkit.tracking.files import write_atomic
+
+    if OmegaConf.is_config(data):
+        data = OmegaConf.to_container(data, resolve=False, enum_to_str=True)
+    write_atomic(path, yaml.safe_dump(mask(data), sort_keys=False, default_flow_style=False))
+
+
 def mask_yaml_file(path: Any) -> bool:
     """Rewrite a YAML file Hydra wrote (``.hydra/*.yaml``, ``multirun.yaml``) with its secrets
     masked, atomically; returns whether anything changed. Unreadable files are left alone."""
@@ -124,19 +137,32 @@ def mask_yaml_file(path: Any) -> bool:
 
     import yaml
 
-    from expkit.tracking.files import write_atomic
-
     path = Path(path)
     try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    masked = mask(data)
-    if masked == data:
+    if mask(data) == data:
         return False
-    write_atomic(path, yaml.safe_dump(masked, sort_keys=False, default_flow_style=False))
+    write_masked_yaml(path, data)
     return True
+
+
+def mask_hydra_files(config: Any) -> None:
+    """Mask the files Hydra writes for a job: ``<job dir>/<hydra.output_subdir>/*.yaml`` (config,
+    overrides, hydra) and, in a multirun, ``<sweep dir>/multirun.yaml``. Hydra's callback
+    ``expkit.tasks.common.MaskHydraFiles`` runs it for every job right after Hydra wrote them,
+    whatever the job then does (runs, is skipped, cancelled or refused)."""
+    from pathlib import Path
+
+    from hydra.types import RunMode
+
+    hydra = config.hydra
+    if hydra.output_subdir is not None:
+        for path in sorted((Path(hydra.runtime.output_dir) / str(hydra.output_subdir)).glob("*.yaml")):
+            mask_yaml_file(path)
+    if hydra.mode == RunMode.MULTIRUN:
+        mask_yaml_file(Path(hydra.sweep.dir) / "multirun.yaml")
 
 
 @contextmanager
@@ -154,9 +180,33 @@ def masked_argv() -> Iterator[None]:
         sys.argv[:] = original
 
 
+def mask_warnings() -> None:
+    """Mask secrets in every warning this process prints (``warnings.showwarning``), e.g.
+    Lightning's hint to use ``srun``, which quotes the command line. Idempotent."""
+    import warnings
+
+    show = warnings.showwarning
+    if getattr(show, "masks_secrets", False):
+        return
+
+    def showwarning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message)
+        masked = mask_text(text)
+        show(message if masked == text else masked, category, filename, lineno, file, line)
+
+    showwarning.masks_secrets = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+
+
 class MaskSecrets(logging.Filter):
     """A logging filter (conf/hydra/default.yaml puts it on every handler of Hydra's and the
-    job's logging) that masks secrets in each record's message."""
+    job's logging) that masks secrets in each record's message. Hydra creates it when it sets up
+    the logging of a command and of each job, in every process that runs one: it masks the
+    warnings printed there too (:func:`mask_warnings`), which bypass logging."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        mask_warnings()
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -299,8 +299,10 @@ class SweepRecorder(Callback):
         summary = update_summary(sweep_dir)
         if record["status"] == "failed":
             log.error("Job %s failed (%s); the sweep goes on. Summary: %s", record["job"], record["error"], summary)
-            if self.fail_fast:
-                (sweep_dir / STOP_FILE).write_text(f"job {record['job']}: {record['error']}\n")
+            if self.fail_fast:  # its text reaches other jobs' records and the disk: masked like them
+                from expkit.secrets import mask_text
+
+                (sweep_dir / STOP_FILE).write_text(mask_text(f"job {record['job']}: {record['error']}\n"))
         else:
             log.info("Job %s %s; summary: %s", record["job"], record["status"], summary)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from expkit.errors import ExpkitError, full_error
@@ -45,17 +46,23 @@ def process_rank() -> int:
     return 0
 
 
-def mask_hydra_files(run_dir: Path, group: str | None) -> None:
-    """Mask the secrets of the files Hydra wrote before the job: ``<run dir>/.hydra/*.yaml`` and, in
-    a multirun, ``<sweep dir>/multirun.yaml`` (``expkit.secrets``)."""
-    from hydra.core.hydra_config import HydraConfig
+class MaskHydraFiles(Callback):
+    """Hydra callback (``hydra.callbacks.mask_secrets`` in conf/hydra/default.yaml) masking the
+    files Hydra wrote for each job (``expkit.secrets.mask_hydra_files``: ``.hydra/*.yaml`` and
+    ``multirun.yaml``) as the job starts, in the process that runs it (this one, a worker, a SLURM
+    task). Hydra writes them before any callback or task runs, so every job's files pass here,
+    whether the job then trains, is skipped, cancelled or refused; ``multirun.yaml`` is masked
+    again when the sweep ends (a sweeper may rewrite it)."""
 
-    from expkit.secrets import mask_yaml_file
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from expkit.secrets import mask_hydra_files
 
-    for path in sorted((Path(run_dir) / ".hydra").glob("*.yaml")):
-        mask_yaml_file(path)
-    if group is not None:
-        mask_yaml_file(Path(HydraConfig.get().sweep.dir) / "multirun.yaml")
+        mask_hydra_files(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from expkit.secrets import mask_yaml_file
+
+        mask_yaml_file(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
 
 def log_to_file(level: int, message: str) -> None:
@@ -121,7 +128,6 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
         checked = check(cfg, run_dir)  # refused here: nothing recorded, nothing of an earlier run replaced
         # Only rank zero keeps the record; DDP ranks share the directory.
         if process_rank() == 0:
-            mask_hydra_files(run_dir, group)
             record = RunRecord.start(run_dir, recordable(cfg), overrides, task=cfg.task_name, composition=composition())
         wandb_tracking.configure_run(
             run_name=run_dir.name if group is None else f"{group}/{run_dir.name}",

@@ -48,8 +48,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expkit.errors import DataError, ExpkitError
-from expkit.launching.sweep import TRIAL_ENV, TRIAL_ID_ENV, read_record, write_atomic
-from expkit.secrets import mask_text
+from expkit.launching.sweep import (
+    TRIAL_ENV,
+    TRIAL_ID_ENV,
+    read_record,
+    update_summary,
+    write_record,
+)
+from expkit.secrets import mask_text, write_masked_yaml
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +292,9 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        # Every worker writes it (whole, masked: hydra.sweeper.storage may hold a password).
-        write_atomic(sweep_dir / "multirun.yaml", mask_text(OmegaConf.to_yaml(self.config)))
+        # Every worker writes it (whole, masked as Hydra's job files are: hydra.sweeper.storage may
+        # hold a password).
+        write_masked_yaml(sweep_dir / "multirun.yaml", self.config)
 
         parser = OverridesParser.create()
         space = {key: parser.parse_override(f"{key}={value}") for key, value in self.params.items()}
@@ -319,6 +326,7 @@ class OptunaSweeper(Sweeper):
         counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
         while True:
             optuna.storages.fail_stale_trials(study)  # trials whose worker died
+            self._record_failed_trials(study, sweep_dir)
             trials: list[Any] = []
             try:
                 for _ in range(self.n_jobs):  # counted again before each ask: other workers ask too
@@ -412,7 +420,9 @@ class OptunaSweeper(Sweeper):
             record = read_record(job_dir) or {}
             value, pruned = record.get("value"), record.get("status") == "pruned"
             completed = record.get("status") in ("completed", "skipped")
-            reason = record.get("error") or f"its job ended without a record (status {record.get('status', 'unknown')})"
+            reason = record.get("error") or (
+                "it did not finish (its process died or its job was cancelled)" if record.get("status") == "running"
+                else f"its job ended without a record (status {record.get('status', 'unknown')})")
         if completed and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             study.tell(trial, float(value), skip_if_finished=True)
             log.info("Trial %d: %s = %.6g", trial.number, metric, value)
@@ -423,6 +433,30 @@ class OptunaSweeper(Sweeper):
             trial.set_user_attr("error", mask_text(str(reason))[:500])
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d failed (%s); the search goes on", trial.number, str(reason).splitlines()[0][:300])
+
+    def _record_failed_trials(self, study: Any, sweep_dir: Path) -> list[int]:
+        """Make the sweep records agree with the study: a trial the study has failed whose record
+        still says ``running`` (its worker died, or its SLURM job was cancelled, and a worker failed
+        it as stale: no heartbeat for ``grace_period`` seconds) is recorded ``failed`` with that
+        reason, and the summary table is rebuilt. Returns the trial numbers changed."""
+        from optuna.trial import TrialState
+
+        changed = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            job_dir = sweep_dir / str(trial.number)
+            record = read_record(job_dir)
+            if not record or record.get("status") != "running":
+                continue
+            error = trial.user_attrs.get("error") or (
+                f"stale: no heartbeat for {self.grace_period} s (its worker died or its job was cancelled); "
+                f"the study marked it failed")
+            finished = trial.datetime_complete.timestamp() if trial.datetime_complete else time.time()
+            write_record(job_dir, {**record, "status": "failed", "error": error, "finished": finished})
+            log.warning("Trial %d failed: %s", trial.number, error)
+            changed.append(trial.number)
+        if changed:
+            update_summary(sweep_dir)
+        return changed
 
     def _report(self, study: Any, sweep_dir: Path, url: str) -> dict[str, Any]:
         from optuna.trial import TrialState
@@ -435,7 +469,8 @@ class OptunaSweeper(Sweeper):
             best = study.best_trial
             results.update(best_trial=best.number, best_value=best.value, best_params=best.params,
                            best_overrides=best.user_attrs.get("overrides"), best_job_dir=best.user_attrs.get("job_dir"))
-        write_atomic(sweep_dir / RESULTS_FILE, mask_text(OmegaConf.to_yaml(OmegaConf.create(results))))
+        self._record_failed_trials(study, sweep_dir)  # also those other workers failed meanwhile
+        write_masked_yaml(sweep_dir / RESULTS_FILE, results)
         if counts["complete"]:
             message = (f"Best trial {results['best_trial']}: value {results['best_value']:.6g} with "
                        f"{' '.join(results['best_overrides'] or [])} ({sweep_dir / RESULTS_FILE})")
