@@ -148,16 +148,19 @@ def mask_yaml_file(path: Any) -> bool:
     return True
 
 
-def mask_hydra_files(config: Any) -> None:
+def mask_hydra_files(hydra: Any) -> None:
     """Mask the files Hydra writes for a job: ``<job dir>/<hydra.output_subdir>/*.yaml`` (config,
-    overrides, hydra) and, in a multirun, ``<sweep dir>/multirun.yaml``. Hydra's callback
-    ``expkit.tasks.common.MaskHydraFiles`` runs it for every job right after Hydra wrote them,
-    whatever the job then does (runs, is skipped, cancelled or refused)."""
+    overrides, hydra) and, in a multirun, ``<sweep dir>/multirun.yaml``. ``hydra``: the job's
+    ``hydra`` node (``cfg.hydra`` in a Hydra callback, ``HydraConfig.get()`` in the task).
+
+    Hydra's callback ``expkit.tasks.common.MaskHydraFiles`` runs it for every job right after
+    Hydra wrote them, whatever the job then does (runs, is skipped, cancelled or refused); expkit's
+    tasks run it again as they start, for configs composed without expkit's ``hydra`` settings
+    (``python train.py --config-dir . --config-name params``, DVC's stage)."""
     from pathlib import Path
 
     from hydra.types import RunMode
 
-    hydra = config.hydra
     if hydra.output_subdir is not None:
         for path in sorted((Path(hydra.runtime.output_dir) / str(hydra.output_subdir)).glob("*.yaml")):
             mask_yaml_file(path)

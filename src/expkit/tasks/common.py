@@ -57,7 +57,7 @@ class MaskHydraFiles(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from expkit.secrets import mask_hydra_files
 
-        mask_hydra_files(config)
+        mask_hydra_files(config.hydra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from expkit.secrets import mask_yaml_file
@@ -102,13 +102,18 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
     run it refuses (exit 2 or 3) leaves no run directory behind, and a directory that already held
     a run (a fixed ``hydra.run.dir``) keeps that run's record and files. What it returns is handed
     on: ``task(cfg, run_dir, checked)``."""
+    from hydra.core.hydra_config import HydraConfig
+
     from expkit.callbacks import STOP_SIGNALS
     from expkit.config.app import check_choices
     from expkit.config.compose import check_resolvable
-    from expkit.secrets import mask_text, recordable
+    from expkit.secrets import mask_hydra_files, mask_text, mask_warnings, recordable
     from expkit.tracking.composition import composition
     from expkit.tracking.record import RunRecord
 
+    # Also where the config lacks expkit's hydra settings (their callback and logging filter).
+    mask_hydra_files(HydraConfig.get())
+    mask_warnings()
     run_dir, group, overrides = hydra_job()
     exit_code, error, result, record = 1, None, None, None
     STOP_SIGNALS.install()  # a SIGTERM or Ctrl-C, even during start-up, stops the run cleanly (SaveOnSignal)
