@@ -112,6 +112,8 @@ LINES = [
     L("hydra-resolver", "+notes=${hydra:runtime.output_dir}/notes", where=ALL),
     L("hydra-job-name", "+job=${hydra:job.name}", where=("train", "validate")),
     L("env-resolver", "+user=${oc.env:USER,nobody}", where=("train", "validate")),
+    L("env-resolver-option", "model=${oc.env:EXPKIT_UNSET_VARIABLE,cnn}", where=ALL),
+    L("env-resolver-option-sweep", "-m", "seed=0,1", "model=${oc.env:EXPKIT_UNSET_VARIABLE,cnn}", where=("train", "validate")),
     L("now-resolver", "+when=${now:%Y-%m-%d}", where=("train", "validate")),
     L("decode-resolver", "+x=${oc.decode:'[1,2]'}"),
     L("select-resolver", "+x=${oc.select:seed,1}"),
@@ -195,6 +197,10 @@ LINES = [
     L("sweep-append", "-m", "+notes=a,b"),
     L("sweep-nested-group", "-m", "model/optimizer=adamw,sgd"),
     L("sweep-launcher-and-dir", "-m", "seed=0,1", "hydra/launcher=basic", "hydra.sweep.dir=sweeps/x"),
+    # values the launcher sets when it launches a job (hydra.job.num, the job's directory)
+    L("sweep-subdir-job-num", "-m", "seed=1,2", "hydra.sweep.subdir=j${hydra.job.num}_${seed}", where=("train", "validate")),
+    L("sweep-dir-interpolated", "-m", "seed=1,2", "hydra.sweep.dir=sweeps/${task_name}_${now:%H}", where=("train", "validate")),
+    L("sweep-hydra-resolver-job", "-m", "seed=0,1", "+notes=${hydra:job.num}:${hydra:runtime.output_dir}", where=("train", "validate")),
     L("sweep-interval-basic-sweeper", "-m", "model.optimizer.lr=interval(0.001,0.01)", bare="reject", where=("train", "validate")),
     # -- what Hydra refuses: every entry point refuses it, in one line -----------------------------
     L("no-key", "=5", bare="reject", where=ALL),

@@ -210,6 +210,48 @@ def test_a_parallel_sweep_runs_the_job_configs_its_pre_launch_check_composed(tmp
         assert f"    - seed={job}\n" in hydra and f"    num: {job}\n" in hydra and f"output_dir: {sweep / str(job)}\n" in hydra
 
 
+# A bare Hydra 1.3 app on expkit's conf/: its task reads (resolves) its config, nothing more.
+BARE_APP = """
+import hydra, expkit.resolvers
+from omegaconf import OmegaConf
+hydra.main(version_base="1.3", config_path={conf!r}, config_name="train")(lambda cfg: OmegaConf.to_container(cfg, resolve=True))()
+"""
+
+
+@pytest.mark.parametrize("launcher", ["local", "parallel"])
+def test_job_directories_named_by_launch_time_values_are_the_ones_bare_hydra_makes(launcher, tmp_path):
+    """``hydra.sweep.subdir`` may name what the launcher sets only when it launches a job
+    (``${hydra.job.num}``, Hydra's own default) and ``hydra.sweep.dir`` may interpolate: the
+    pre-launch check accepts them, and each job runs in the directory a bare Hydra app gives it,
+    with its own overrides and number (under launcher=parallel, from the configs the check composed)."""
+    from expkit.paths import config_dir
+
+    sweep = ["-m", "seed=1,2", "hydra.sweep.subdir=j${hydra.job.num}_${seed}", "hydra.sweep.dir=sweeps/${task_name}_${now:%Y}",
+             *FAST, "logger=none"]
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "expkit").mkdir()
+    bare = subprocess.run([sys.executable, "-c", BARE_APP.format(conf=str(config_dir())), *sweep,
+                           "~hydra.callbacks.validate_sweep", "~hydra.callbacks.sweep"],
+                          cwd=tmp_path / "bare", capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    run_cli("train.py", *sweep, f"launcher={launcher}", cwd=tmp_path / "expkit")
+
+    def job_dirs(root: Path) -> list[str]:
+        return sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("sweeps/*/*/.hydra/hydra.yaml"))
+
+    year = time.strftime("%Y")
+    # debug=limit names the task debug
+    assert job_dirs(tmp_path / "bare") == [f"sweeps/debug_{year}/j0_1", f"sweeps/debug_{year}/j1_2"]
+    assert job_dirs(tmp_path / "expkit") == job_dirs(tmp_path / "bare")
+    sweep_dir = tmp_path / "expkit" / "sweeps" / f"debug_{year}"
+    assert [r["status"] for r in read_summary(sweep_dir)] == ["completed"] * 2
+    for num, seed in enumerate((1, 2)):
+        job = sweep_dir / f"j{num}_{seed}"
+        hydra = (job / ".hydra" / "hydra.yaml").read_text()
+        assert f"    - seed={seed}\n" in hydra and f"    num: {num}\n" in hydra and f"output_dir: {job}\n" in hydra
+        assert f"seed: {seed}\n" in (job / "config.yaml").read_text()
+
+
 def test_a_job_config_composed_before_launch_is_the_one_hydra_composes_at_launch():
     """What the pre-launch check hands the parallel launcher (pickled) equals Hydra's own
     load_sweep_config at launch, down to the sweep directory's resolved time and id."""
@@ -222,15 +264,20 @@ def test_a_job_config_composed_before_launch_is_the_one_hydra_composes_at_launch
     from omegaconf import OmegaConf
 
     from expkit.config.compose import compose_job
+    from expkit.config.validate import validate_sweep
     from expkit.paths import config_dir
 
     hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(f"file://{config_dir()}"))
-    try:
-        master = hydra.compose_config("train", ["seed=0,1", "launcher=parallel", "logger=none"], run_mode=RunMode.MULTIRUN)
-        job = ["seed=1", "launcher=parallel", "logger=none"]
+    try:  # with a job directory that only the launcher's job number resolves (unresolved until launch)
+        master = hydra.compose_config("train", ["seed=0,1", "launcher=parallel", "logger=none", "data=wine",
+                                                "hydra.sweep.subdir=j${hydra.job.num}"], run_mode=RunMode.MULTIRUN)
+        job = ["seed=1", "launcher=parallel", "logger=none", "data=wine"]
         before = pickle.loads(pickle.dumps(compose_job(master, job)))
+        composed: dict = {}
+        validate_sweep([job], master=master, composed=composed)
+        checked = pickle.loads(composed[tuple(job)])
         at_launch = GlobalHydra.instance().config_loader().load_sweep_config(master, job)
-        assert OmegaConf.to_yaml(before) == OmegaConf.to_yaml(at_launch)
+        assert OmegaConf.to_yaml(before) == OmegaConf.to_yaml(checked) == OmegaConf.to_yaml(at_launch)
         assert before.hydra.sweep.dir == at_launch.hydra.sweep.dir == master.hydra.sweep.dir
         assert before.seed == 1 and list(before.hydra.overrides.task) == job
     finally:

@@ -519,6 +519,30 @@ def test_multirun_validates_every_job_before_the_first_starts(launcher, tmp_path
     assert not list(tmp_path.rglob("run.json")), "no job may start"
 
 
+def test_a_value_from_the_environment_is_checked_before_launch_as_the_run_checks_it(tmp_path):
+    """``${oc.env:...}`` gives the job a string ('3'), which the seed's schema refuses: a single
+    run, a sweep (before any job starts) and ``expkit validate -m`` refuse it alike, in the same
+    line, naming the fix; with that fix (``oc.decode``) the sweep is valid."""
+    env = {"EXPKIT_TEST_SEED": "3"}
+
+    def validate_sweep(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "expkit.cli", "validate", "-m", *args], cwd=tmp_path,
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+    from_env = "seed=${oc.env:EXPKIT_TEST_SEED,3}"
+    single = run_script("train.py", [from_env, "data=wine", "logger=none"], cwd=tmp_path, env=env)
+    sweep = run_script("train.py", ["-m", "model=mlp,transformer", from_env, "data=wine", "logger=none", "launcher=parallel"],
+                       cwd=tmp_path, env=env)
+    checked = validate_sweep("model=mlp,transformer", from_env, "data=wine")
+    problem = ("seed='3' (from ${oc.env:EXPKIT_TEST_SEED,3}) must be an integer", "${oc.decode:${oc.env:EXPKIT_TEST_SEED,3}}")
+    for proc in (single, sweep, checked):
+        (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+        assert proc.returncode == 2 and all(p in line for p in problem) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("run.json")), "no job may start"
+    decoded = validate_sweep("model=mlp,transformer", "seed='${oc.decode:${oc.env:EXPKIT_TEST_SEED,3}}'", "data=wine")
+    assert decoded.returncode == 0 and "ok: 2 job(s)" in decoded.stdout, decoded.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------------------------
 # Runtime: a non-finite loss stops the run and keeps the last good checkpoint
 # --------------------------------------------------------------------------------------------

@@ -191,14 +191,14 @@ def check_choices(overrides: list[str], config: Any = None) -> None:
     options from ``--config-dir`` and ``hydra.searchpath`` count."""
     from hydra.core.hydra_config import HydraConfig
 
-    from expkit.config.compose import check_group_options
+    from expkit.config.compose import check_group_options, written_overrides
 
     # hydra.searchpath=[...] is one of Hydra's own overrides (hydra.overrides.hydra), not the task's,
     # and it extends the groups only for the composition that reads it: pass it along.
     hydra_overrides = []
     if config is not None:  # a multirun's master config (HydraConfig is set per job)
-        hydra_overrides = list(config.hydra.overrides.hydra)
+        hydra_overrides = written_overrides(config.hydra, "hydra")
     elif HydraConfig.initialized():
-        hydra_overrides = list(HydraConfig.get().overrides.hydra)
+        hydra_overrides = written_overrides(HydraConfig.get(), "hydra")
     searchpath = [o for o in hydra_overrides if o.startswith("hydra.searchpath")]
     check_group_options([*searchpath, *overrides])

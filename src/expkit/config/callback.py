@@ -13,9 +13,12 @@ log = logging.getLogger("expkit")
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
-    """The sweep's overrides: ``hydra.sweeper.params`` from the config, then the command line's."""
+    """The sweep's overrides as Hydra's basic sweeper reads them: ``hydra.sweeper.params`` from the
+    config (resolved, as Hydra instantiates the sweeper), then the command line's as written."""
+    from expkit.config.compose import written_overrides
+
     params = config.hydra.sweeper.get("params") or {}
-    return [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    return [f"{key}={value}" for key, value in params.items()] + written_overrides(config.hydra)
 
 
 def check_location(config: DictConfig) -> None:

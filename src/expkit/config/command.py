@@ -29,12 +29,13 @@ def validate_job(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from expkit.config.app import check_choices
+    from expkit.config.compose import written_overrides
     from expkit.config.validate import describe_sizes, validate
     from expkit.errors import ExpkitError, exit_with
 
     hc = HydraConfig.get()
     try:
-        check_choices(list(hc.overrides.task))
+        check_choices(written_overrides(hc))
         sizes = validate(cfg, task=hc.job.config_name)
     except ExpkitError as exc:
         exit_with(exc)

@@ -48,6 +48,16 @@ def _loader() -> Any:
     return GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
 
 
+def written_overrides(hydra_cfg: DictConfig, kind: str = "task") -> list[str]:
+    """The command line's ``task`` (or ``hydra``) overrides as written, from a config's ``hydra``
+    node (``HydraConfig.get()`` or ``cfg.hydra``), as Hydra's sweeper and launchers read them.
+
+    Iterating ``hydra.overrides`` would resolve each override as an interpolation:
+    ``hydra.sweep.subdir=${hydra.job.num}`` fails before a launcher sets the number, and
+    ``seed=${oc.env:SEED,3}`` would become ``seed=3`` (an int) where the job gets the string '3'."""
+    return list(OmegaConf.to_container(hydra_cfg.overrides[kind], resolve=False))
+
+
 def parse_overrides(overrides: Sequence[str]) -> list:
     """Hydra's parsed overrides (``glob(...)`` expanded over the app's group options); a
     :class:`ConfigError` naming the override that does not parse."""
@@ -116,6 +126,20 @@ def group_options(group: str, config_name: str | None = None, overrides: Sequenc
         return []
 
 
+def _option(option: Any) -> Any:
+    """A group option as Hydra's defaults list reads it: ``model=${oc.env:MODEL,cnn}`` is the
+    resolved option; ``None`` (not checked here: Hydra's composition explains it) when it does not
+    resolve on its own, e.g. it names a config value."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not (isinstance(option, str) and "${" in option):
+        return option
+    try:
+        return OmegaConf.create({"option": option}).option
+    except OmegaConfBaseException:
+        return None
+
+
 def check_group_options(overrides: Sequence[str], config_name: str | None = None) -> None:
     """Every ``group=option`` names an existing option (optional groups included)."""
     for override in parse_overrides(overrides):
@@ -131,7 +155,7 @@ def check_group_options(overrides: Sequence[str], config_name: str | None = None
             values = list(override.sweep_iterator(transformer=Transformer.identity))
         else:
             values = [override.value()]
-        chosen = [option for value in values for option in (value if isinstance(value, list) else [value])]
+        chosen = [_option(option) for value in values for option in (value if isinstance(value, list) else [value])]
         for option in chosen:
             if option is None or str(option) in ("null", *options):
                 continue
@@ -252,10 +276,44 @@ def compose_job(master: DictConfig, overrides: Sequence[str]) -> DictConfig:
     try:
         return _loader().load_sweep_config(master, list(overrides))
     except HydraException as exc:  # explained on the sweep's search path
-        searchpath = [o for o in master.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
+        searchpath = [o for o in written_overrides(master.hydra, "hydra") if o.startswith("hydra.searchpath")]
         raise explain_composition_error(exc, [*searchpath, *overrides], config_name) from None
     except (yaml.YAMLError, OmegaConfBaseException) as exc:  # a config file that is not valid YAML
         raise ConfigError(f"a config file does not load: {' '.join(str(exc).split())}") from None
+
+
+@contextmanager
+def as_launched(cfg: DictConfig, number: int) -> Iterator[None]:
+    """Multirun job ``number``'s composed config ``cfg`` completed as its launcher and Hydra's
+    ``run_job`` complete it when the job starts (its ``hydra.job.num`` and ``id``, its
+    ``hydra.runtime.output_dir`` from ``hydra.sweep.dir``/``subdir``), and ``HydraConfig`` set
+    to it, so that ``${hydra:job.num}`` or ``${hydra:runtime.output_dir}`` in the job's config
+    resolve before launch as they will in the job. ``HydraConfig`` is restored afterwards."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+    from omegaconf.errors import OmegaConfBaseException
+
+    hydra_config = HydraConfig.instance()
+    saved = hydra_config.cfg
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.job.num = number
+        cfg.hydra.job.id = str(number)  # the basic launcher's; others name it after their process or SLURM job
+    try:
+        hydra_config.set_config(cfg)  # the job directory may name ${hydra:...} values
+        try:
+            output_dir = os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
+        except OmegaConfBaseException as exc:
+            written = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+            raise ConfigError(f"hydra.sweep.subdir={written['subdir']}: the job's directory does not resolve "
+                              f"({str(exc).splitlines()[0]}).") from None
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        hydra_config.set_config(cfg)
+        yield
+    finally:
+        hydra_config.cfg = saved
 
 
 def check_resolvable(cfg: DictConfig) -> None:

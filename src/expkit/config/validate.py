@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expkit.build import INJECTED_ARGUMENTS
 from expkit.config.compose import (
+    as_launched,
     check_group_options,
     check_resolvable,
     compose,
@@ -260,8 +261,17 @@ def _traced(problems: list[ExpkitError], origins: Mapping[str, str]) -> list[Exp
             continue
         else:
             text = str(problem)
-            kept.append(type(problem)(f"{text[:found.end()]} (from {origin}){text[found.end():]}"))
+            kept.append(type(problem)(f"{text[:found.end()]} (from {origin}){text[found.end():]}{_decode_hint(found, origin)}"))
     return kept
+
+
+def _decode_hint(found: re.Match, origin: str) -> str:
+    """The fix for a string from the environment where a number or boolean is needed: ``oc.env``
+    always gives a string, which OmegaConf does not convert (``oc.decode`` does)."""
+    if not (found.group(2).startswith("'") and re.fullmatch(r"\$\{oc\.env:[^${}]*\}", origin)):
+        return ""
+    return (f" oc.env gives a string: ${{oc.decode:{origin}}} gives a number or boolean (on the command line, "
+            f"quoted: {found.group(1)}='${{oc.decode:{origin}}}').")
 
 
 PARALLEL_LAUNCHER = "hydra_plugins.expkit_launchers.parallel_launcher.ParallelLauncher"
@@ -328,11 +338,13 @@ def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, 
     job = list(jobs[number])
     try:
         cfg = compose(config_name, job, hydra=True, check_options=False) if master is None else compose_job(master, job)
+        composed = pickle.dumps(cfg) if keep else None  # as Hydra composes it: the launcher numbers it
         launcher = OmegaConf.select(cfg, "hydra.launcher._target_")
-        checked = cfg.copy()
-        with open_dict(checked):
-            del checked["hydra"]  # the sweep's own settings: not the job's, and unresolvable here
-        return validate(checked, task, hardware=runs_here(launcher)), pickle.dumps(cfg) if keep else None
+        with as_launched(cfg, number):  # ${hydra:job.num} and the like resolve as in the job
+            checked = cfg.copy()
+            with open_dict(checked):
+                del checked["hydra"]  # the job's config, as its task gets it
+            return validate(checked, task, hardware=runs_here(launcher)), composed
     except ExpkitError as exc:
         label = " ".join(job) or "no overrides"
         raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None
