@@ -32,10 +32,22 @@ def job(number: int, status: str, error: str | None = None) -> dict:
         ([], [job(0, "failed", "E: e")], 1, "no job completed (none ran)"),
         # An earlier command's failure is that command's: this one ran fine.
         ([job(1, "completed")], [job(0, "failed", "E: e")], 0, "1 jobs: 1 completed"),
+        # A job stopped by a signal (here a worker signalled alone) stops the command's success:
+        # 128 + N, not a failure; a re-run resumes it.
+        ([job(0, "completed"), {**job(1, "interrupted"), "signal": 15}], [], 143,
+         "stopped by SIGTERM (1 completed, 1 interrupted); run the command again to resume it"),
     ],
 )
 def test_exit_status_rule(launched, earlier, code, message):
     assert exit_status(launched, [*earlier, *launched]) == (code, message)
+
+
+def test_an_interrupted_command_exits_128_plus_the_signal_even_after_a_failure():
+    """Ctrl-C after a job failed: the sweep was interrupted (a re-run resumes it), not judged."""
+    launched = [job(0, "failed", "E: e"), {**job(1, "interrupted"), "signal": 2}]
+    assert exit_status(launched, launched, interrupted=2) == (
+        130, "stopped by SIGINT (1 failed, 1 interrupted); run the command again to resume it")
+    assert exit_status([], [], interrupted=1) == (129, "stopped by SIGHUP (no job started); run the command again to resume it")
 
 
 def test_long_errors_are_cut_in_the_exit_line():

@@ -180,16 +180,17 @@ class CheckMonitoredMetric(pl.Callback):
 
 
 class StopSignals:
-    """Process-wide record of a SIGTERM or SIGINT (Ctrl-C) asking the run to stop.
+    """Process-wide record of a SIGTERM, SIGINT (Ctrl-C) or SIGHUP asking the run to stop.
 
     ``install()`` (main thread only; idempotent) replaces the handlers with one that only records
     the signal and puts the previous handler back, so a second signal of the same kind is handled
     as before (Python's KeyboardInterrupt, Lightning's or the default). The run's task
     (``expkit.tasks.common.run_job``) installs it for the whole job, so a signal during start-up
-    is seen too; :class:`SaveOnSignal` acts on it at a step boundary.
+    is seen too; :class:`SaveOnSignal` acts on it at a step boundary. A SIGHUP the process ignores
+    (``nohup``) stays ignored.
     """
 
-    NAMES = ("SIGTERM", "SIGINT")
+    NAMES = ("SIGTERM", "SIGINT", "SIGHUP")
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -209,6 +210,8 @@ class StopSignals:
             return
         for name in self.NAMES:
             number = getattr(signal, name)
+            if name == "SIGHUP" and signal.getsignal(number) == signal.SIG_IGN:
+                continue  # nohup: the user asked for the run to outlive the terminal
             if signal.getsignal(number) != self._handle:
                 self._previous[number] = signal.signal(number, self._handle)
 
@@ -229,10 +232,10 @@ STOP_SIGNALS = StopSignals()
 
 
 class SaveOnSignal(pl.Callback):
-    """Stop training cleanly on SIGTERM or SIGINT (Ctrl-C): finish the current step, save
+    """Stop training cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGHUP: finish the current step, save
     ``<run dir>/checkpoints/last.ckpt`` and raise :class:`~expkit.errors.Interrupted`; the run is
     recorded ``interrupted``, W&B is finished, and the process exits with 128 + the signal's number
-    (143, 130). ``expkit resume`` continues it from that checkpoint. A signal before training
+    (143, 130, 129). ``expkit resume`` continues it from that checkpoint. A signal before training
     starts stops the run there (nothing to save); a second signal is handled as without expkit
     (:class:`StopSignals`). The reference behaviour is NVIDIA NeMo's ``PreemptionCallback``;
     SLURM's pre-timeout signal is submitit's to handle (``launcher=slurm`` requeues the job, which

@@ -41,7 +41,8 @@ class Interrupted(ExpkitError):
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
-        self.exit_code = 128 + int(signum)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
 
 
 class NonFiniteLoss(ExpkitError):

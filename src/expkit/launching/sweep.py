@@ -13,6 +13,8 @@ Hydra calls :class:`SweepRecorder` around each job (``hydra.callbacks.sweep`` in
 sweep skips every job whose composed config already completed in a sweep beside it (same
 ``multiruns/`` folder), reusing its metrics; failed, interrupted and new jobs run. With
 ``hydra.callbacks.sweep.fail_fast=true`` the first failure cancels the jobs that have not started.
+A signal (SIGTERM, Ctrl-C, SIGHUP) stops the sweep: its running jobs are recorded ``interrupted``,
+no other job starts (``expkit.launching.signals``).
 
 Several commands may share one sweep directory (Optuna workers on one or many machines, SLURM jobs
 on a shared file system): the table has one row per job directory, every record and table is
@@ -39,7 +41,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import ConfigError, ExpkitError
+from expkit.errors import ConfigError, ExpkitError, Interrupted
+from expkit.launching.signals import SWEEP_SIGNALS, SweepInterrupted
 
 log = logging.getLogger("expkit")
 
@@ -55,7 +58,8 @@ TRIAL_ID_ENV = "EXPKIT_OPTUNA_TRIAL_ID"
 LAUNCH_ENV = "EXPKIT_SWEEP_LAUNCH"
 
 # Statuses a job ends with. "skipped": completed earlier (see "source"); "cancelled": not run
-# after a fail-fast failure; "pruned": stopped early by the Optuna pruner.
+# after a fail-fast failure; "pruned": stopped early by the Optuna pruner; "interrupted": stopped
+# by a signal after saving its state (see "signal"), a re-run resumes it.
 DONE = ("completed", "skipped")
 # What makes a command exit non-zero: failed, cancelled, or still "running" once its launcher has
 # returned (the job's process died before it could record its end).
@@ -194,6 +198,10 @@ def check_multirun_ddp(cfg: DictConfig, launcher: Mapping | None) -> None:
 
 _active: SweepRecorder | None = None  # the recorder of the job running in this process
 _launch: tuple[Path, str] | None = None  # (sweep dir, launch mark) of this process's multirun
+_sweeping_pid: int | None = None  # the process that launched the multirun (its jobs may run in it)
+# Launchers whose jobs all run in the sweeping process or its workers: once the command ends, none runs.
+LOCAL_LAUNCHERS = ("BasicLauncher", "ParallelLauncher")
+_local_jobs = False  # this multirun's launcher is one of them
 
 
 class SweepRecorder(Callback):
@@ -212,7 +220,7 @@ class SweepRecorder(Callback):
         self.done_here = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _launch
+        global _launch, _sweeping_pid, _local_jobs
         # Checked once on the master config before any job starts; before_job checks each job.
         check_multirun_ddp(config, config.hydra.launcher)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -220,7 +228,8 @@ class SweepRecorder(Callback):
         # This command's mark on its jobs' records (the jobs inherit the environment), for exit_status.
         launch = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         os.environ[LAUNCH_ENV] = launch
-        _launch = (sweep_dir, launch)
+        _launch, _sweeping_pid = (sweep_dir, launch), os.getpid()
+        _local_jobs = str(config.hydra.launcher.get("_target_", "")).endswith(LOCAL_LAUNCHERS)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
@@ -281,6 +290,8 @@ class SweepRecorder(Callback):
                     record.update(status="failed", error=f"{record['metric'] or 'the result'} is {number}")
                 elif number is None and record.get("trial") is not None:
                     record.update(status="failed", error=f"returned no value of {record['metric'] or 'the metric'}")
+            elif isinstance(value, Interrupted):  # saved its state: a re-run resumes it
+                record.update(status="interrupted", error=_error_line(value), signal=value.signum)
             else:
                 record["status"] = "pruned" if type(value).__name__ == "TrialPruned" else "failed"
                 record["error"] = _error_line(value)
@@ -305,6 +316,9 @@ class SweepRecorder(Callback):
                 (sweep_dir / STOP_FILE).write_text(mask_text(f"job {record['job']}: {record['error']}\n"))
         else:
             log.info("Job %s %s; summary: %s", record["job"], record["status"], summary)
+        if record["status"] == "interrupted" and os.getpid() == _sweeping_pid:
+            # The job ran in the sweeping process (launcher=local) and took the signal: the sweep stops too.
+            raise SweepInterrupted(record["signal"])
 
 
 def _job_config(config: DictConfig) -> DictConfig:
@@ -351,20 +365,25 @@ def _metrics_of(job_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]],
+                interrupted: int | None = None) -> tuple[int, str]:
     """The exit status of a multirun command: one rule for every sweeper (grid, Optuna) and every
     launcher (local, parallel, SLURM).
 
-    Non-zero (1) when a job this command launched did not succeed (``failed``; ``cancelled`` after
-    a fail-fast failure; still ``running`` when the command ends, i.e. its process died), or when
-    no job of the sweep has completed (``completed``, or ``skipped`` because it completed earlier),
-    counting earlier commands and concurrent workers on the same sweep directory. Pruned trials are
-    neither failures nor completions: a search whose every trial was pruned completed nothing.
+    128 + N when the command was stopped by signal N (``interrupted``) or a job it launched was
+    (status ``interrupted``, its ``signal``): an interrupted sweep is not a failed one, running the
+    command again resumes it. Else non-zero (1) when a job this command launched did not succeed
+    (``failed``; ``cancelled`` after a fail-fast failure; still ``running`` when the command ends,
+    i.e. its process died), or when no job of the sweep has completed (``completed``, or
+    ``skipped`` because it completed earlier), counting earlier commands and concurrent workers on
+    the same sweep directory. Pruned trials are neither failures nor completions: a search whose
+    every trial was pruned completed nothing.
 
     Args:
         launched: the records (:func:`read_record`) of the jobs this command launched; empty when
             it launched none (an Optuna study that already has its ``n_trials``).
         sweep: the records of every job in the sweep directory, ``launched`` included.
+        interrupted: the signal that stopped this command, if one did.
 
     Returns:
         ``(code, message)``, e.g. ``(1, "1 of 2 jobs failed (1); job 1: ValueError: Invalid
@@ -374,6 +393,13 @@ def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[s
         statuses = [str(r.get("status")) for r in records]
         return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
 
+    signum = interrupted or next((int(r["signal"]) for r in launched if r.get("status") == "interrupted"
+                                  and r.get("signal")), None)
+    if signum is not None:
+        import signal
+
+        return 128 + signum, (f"stopped by {signal.Signals(signum).name} ({count(launched) or 'no job started'}); "
+                              "run the command again to resume it")
     bad = [r for r in launched if r.get("status") in NOT_DONE]
     if bad:
         jobs = ", ".join(str(r.get("job")) for r in bad[:10]) + (", ..." if len(bad) > 10 else "")
@@ -391,24 +417,56 @@ def run_multirun(app: Callable[[], Any]) -> None:
     failed job's error after its batch: that error is in the table, so the rule decides. An error
     of the sweep itself (no job of this command failed) propagates to the entry point."""
     global _launch
-    _launch, error = None, None
+    _launch, error, interrupted = None, None, None
+    SWEEP_SIGNALS.install()  # SIGTERM, Ctrl-C, SIGHUP stop the sweep as they stop a run (launching.signals)
     try:
         app()
+    except SweepInterrupted as exc:
+        interrupted = exc.signum
     except Exception as exc:
         error = exc
+    finally:
+        SWEEP_SIGNALS.restore()
     if _launch is None:  # no multirun started here (or no sweep callback): nothing to judge
+        if interrupted is not None:
+            import signal
+
+            print(f"error: stopped by {signal.Signals(interrupted).name} before any job started", file=sys.stderr)
+            sys.exit(128 + interrupted)
         if error is not None:
             raise error
         return
     sweep_dir, launch = _launch
+    if interrupted is not None and _local_jobs:
+        mark_interrupted(sweep_dir, launch, interrupted)
     sweep = sweep_records(sweep_dir) if sweep_dir.is_dir() else []
     launched = [r for r in sweep if r.get("launch") == launch]
-    if error is not None and not any(r.get("status") in NOT_DONE for r in launched):
+    if error is not None and not any(r.get("status") in (*NOT_DONE, "interrupted") for r in launched):
         raise error
-    code, message = exit_status(launched, sweep)
+    code, message = exit_status(launched, sweep, interrupted)
     if code:
         from expkit.secrets import mask_text
 
         print(mask_text(f"error: sweep {sweep_dir}: {message}; see {sweep_dir / SUMMARY_MD}"), file=sys.stderr)
         sys.exit(code)
     log.info("Sweep %s: %s (%s)", sweep_dir, message, sweep_dir / SUMMARY_MD)
+
+
+def mark_interrupted(sweep_dir: Path, launch: str, signum: int) -> None:
+    """After a local sweep stopped by ``signum``: a job of this command whose record still says
+    ``running`` was stopped before it could record its end (e.g. the signal came as it started, or
+    a second signal ended it at once); none of them runs any more (they ran in this process or its
+    workers), so each is recorded ``interrupted``."""
+    import signal
+
+    marked = False
+    for record in sweep_records(sweep_dir):
+        if record.get("launch") == launch and record.get("status") == "running" and rank_zero():
+            finished = time.time()
+            write_record(Path(sweep_dir) / record["job_dir"], {
+                **record, "status": "interrupted", "signal": signum, "finished": finished,
+                "duration_s": round(finished - record.get("started", finished), 2),
+                "error": f"stopped by {signal.Signals(signum).name} with the sweep"})
+            marked = True
+    if marked:
+        update_summary(sweep_dir)

@@ -9,6 +9,13 @@ import nothing again; GPU workers are spawned and import torch and Lightning onc
 (``benchmarks/sweep_launchers.py``: parallel 0.62 x sequential wall time for 8 jobs of 3.7 s on 2
 cores, each job as fast as alone). The workers are kept between launches (an Optuna search
 launches one batch a round), so a search pays for their start once.
+
+Signals (``expkit.launching.signals``): SIGTERM, SIGINT (Ctrl-C) or SIGHUP to the sweeping process
+is passed to the workers; each running job stops as a single run does (``last.ckpt`` saved, recorded
+``interrupted``), no other job starts, the launcher waits for them (at most ``stop_timeout_s``, then
+ends them), shuts the workers down, and the command exits 128 + N. A worker never outlives the
+sweeping process: on Linux the kernel signals it (SIGTERM) when that process dies
+(``prctl(PR_SET_PDEATHSIG)``); its job, if any, stops as above and the worker exits.
 """
 
 import functools
@@ -20,7 +27,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,8 @@ class ParallelLauncherConf:
     share_gpus: bool = False
     # torch/OpenMP threads in each worker; null: CPU cores // workers (at least 1).
     threads_per_job: int | None = None
+    # After a signal: how long the running jobs may take to save their state before they are ended.
+    stop_timeout_s: float = 60.0
 
 
 # No ``from __future__ import annotations`` here: Hydra imports plugins without registering them in
@@ -105,8 +114,12 @@ def worker_slots(n_jobs: int | None, gpus: Sequence[str], gpus_per_job: int, sha
 SLOT_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_worker(slots: Any, threads: int) -> None:
-    """Runs first in each worker: take a slot, pin its GPUs and threads before torch is imported."""
+def _init_worker(slots: Any, threads: int, parent: int, stopping: Any) -> None:
+    """Runs first in each worker: never outlive the sweeping process ``parent``, take the signals
+    (``WorkerSignals``), take a slot, pin its GPUs and threads before torch is imported."""
+    from expkit.launching.signals import WORKER_SIGNALS
+
+    WORKER_SIGNALS.setup(parent, stopping)
     cuda = slots.get()
     if cuda is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda
@@ -128,20 +141,32 @@ def start_method(slots: Sequence[str | None]) -> str:
     return "fork"
 
 
-def _execute(payload: bytes) -> bytes:
-    """Run one job in a worker. The job sees the environment the sweeping process had when it
-    launched the job (as a job of the basic or SLURM launcher does; the workers may have started
-    before, during the pre-launch check), with this worker's slot variables."""
+def _execute(payload: bytes) -> bytes | None:
+    """Run one job in a worker; ``None``: not run, the sweep is stopping. The job sees the
+    environment the sweeping process had when it launched the job (as a job of the basic or SLURM
+    launcher does; the workers may have started before, during the pre-launch check), with this
+    worker's slot variables."""
     import cloudpickle
 
+    from expkit.callbacks import STOP_SIGNALS
+    from expkit.launching.signals import WORKER_SIGNALS
+
+    # Installed before the check: a stop signal passed on after it reaches the job, which stops.
+    STOP_SIGNALS.install()
+    if not WORKER_SIGNALS.may_start_job():
+        STOP_SIGNALS.restore()
+        return None
     hydra_context, task_function, sweep_config, singleton_state, environment = cloudpickle.loads(payload)
     slot = {var: os.environ[var] for var in SLOT_VARIABLES if var in os.environ}
     os.environ.clear()
     os.environ.update({**environment, **slot})
     setup_globals()
     Singleton.set_state(singleton_state)
-    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
-                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    try:
+        ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    finally:  # however the job ended (Lightning's SIGTERMException is a SystemExit)
+        WORKER_SIGNALS.exit_if_orphaned()  # the sweeping process died (the kernel's SIGTERM stopped the job)
     return cloudpickle.dumps(ret)
 
 
@@ -154,6 +179,7 @@ class _Pool:
     executor: ProcessPoolExecutor | None = None
     settings: tuple = ()  # (n_jobs, gpus_per_job, share_gpus, threads_per_job) it was started with
     size: int = 0  # workers
+    stopping: Any = None  # a multiprocessing Event the workers read: set, they start no job
     # The job configs the pre-launch check composed, by their overrides (composed_jobs).
     composed: dict = field(default_factory=dict)
 
@@ -187,8 +213,9 @@ def worker_pool(n_jobs: int | None, gpus_per_job: int, share_gpus: bool, threads
     slot_queue = context.Queue()
     for slot in slots:
         slot_queue.put(slot)
-    _shared.executor = ProcessPoolExecutor(max_workers=len(slots), mp_context=context,
-                                           initializer=_init_worker, initargs=(slot_queue, threads))
+    _shared.stopping = context.Event()
+    _shared.executor = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_init_worker,
+                                           initargs=(slot_queue, threads, os.getpid(), _shared.stopping))
     _shared.settings, _shared.size = settings, len(slots)
     return _shared.executor
 
@@ -216,11 +243,44 @@ def composed_jobs() -> dict[tuple[str, ...], bytes]:
     return _shared.composed
 
 
+def _pass_on(signum: int) -> None:
+    """The sweeping process's signal handler while jobs run (``SweepSignals.forward``): no worker
+    starts another job; each running job gets the signal and stops as a single run does."""
+    _shared.stopping.set()
+    for process in list((_shared.executor._processes or {}).values()):  # the executor's workers
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _stop(futures: list, signum: int, timeout_s: float) -> None:
+    """After ``signum``: cancel the jobs no worker has taken, wait (at most ``timeout_s``) for the
+    running ones to save their state and record their end, end the workers that are still at it,
+    shut the pool down, and stop the sweep."""
+    from expkit.launching.signals import SweepInterrupted
+
+    pool = _shared.executor
+    for future in futures:
+        future.cancel()
+    pending = [f for f in futures if not f.done()]
+    if pending:
+        log.info("Stopping: waiting up to %gs for %d job(s) to save their state", timeout_s, len(pending))
+        pending = list(wait(pending, timeout=timeout_s)[1])
+    if pending:
+        log.warning("%d job(s) did not stop within %gs (hydra.launcher.stop_timeout_s): ending them", len(pending), timeout_s)
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+    _shared.executor, _shared.size = None, 0
+    raise SweepInterrupted(signum)
+
+
 class ParallelLauncher(Launcher):
     def __init__(self, n_jobs: int | None = None, gpus_per_job: int = 1, share_gpus: bool = False,
-                 threads_per_job: int | None = None) -> None:
+                 threads_per_job: int | None = None, stop_timeout_s: float = 60.0) -> None:
         self.n_jobs, self.gpus_per_job, self.share_gpus = n_jobs, gpus_per_job, share_gpus
-        self.threads_per_job = threads_per_job
+        self.threads_per_job, self.stop_timeout_s = threads_per_job, stop_timeout_s
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -229,6 +289,15 @@ class ParallelLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from expkit.launching.signals import SWEEP_SIGNALS
+
+        SWEEP_SIGNALS.forward = _pass_on  # a signal from here on reaches the jobs (_pass_on, _stop)
+        try:
+            return self._launch(job_overrides, initial_job_idx, SWEEP_SIGNALS)
+        finally:
+            SWEEP_SIGNALS.forward = None
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, signals: Any) -> Sequence[JobReturn]:
         import cloudpickle
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -254,5 +323,12 @@ class ParallelLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             payload = cloudpickle.dumps((self.hydra_context, self.task_function, sweep_config, Singleton.get_state(),
                                          dict(os.environ)))
+            if signals.received is not None:
+                break
             futures.append(pool.submit(_execute, payload))
+        pending = set(futures)
+        while pending and signals.received is None:  # woken now and then to see whether a signal came
+            pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)[1]
+        if signals.received is not None:
+            _stop(futures, signals.received, self.stop_timeout_s)
         return [cloudpickle.loads(f.result()) for f in futures]
