@@ -106,9 +106,14 @@ class WorkerSignals:
 
             PR_SET_PDEATHSIG = 1
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        self.take_signals()
+        self.exit_if_orphaned()  # the parent died before prctl
+
+    def take_signals(self) -> None:
+        """Handle :data:`NAMES` with this worker's handler: at the start, and after each job (a job
+        may leave another one behind: Lightning's, which ``StopSignals`` saved as its previous)."""
         for name in NAMES:
             signal.signal(getattr(signal, name), self._handle)
-        self.exit_if_orphaned()  # the parent died before prctl
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.exit_if_orphaned(signum)

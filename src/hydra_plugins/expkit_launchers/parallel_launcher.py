@@ -166,6 +166,7 @@ def _execute(payload: bytes) -> bytes | None:
         ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     finally:  # however the job ended (Lightning's SIGTERMException is a SystemExit)
+        WORKER_SIGNALS.take_signals()
         WORKER_SIGNALS.exit_if_orphaned()  # the sweeping process died (the kernel's SIGTERM stopped the job)
     return cloudpickle.dumps(ret)
 
