@@ -72,7 +72,12 @@ def run_status(job_dir: Path) -> str:
     return json.loads((job_dir / "run.json").read_text())["status"]
 
 
-@pytest.mark.parametrize(("name", "group"), [("SIGTERM", False), ("SIGINT", False), ("SIGHUP", False), ("SIGINT", True)],
+SLOW = pytest.mark.slow  # the same mechanism as the default cases, another signal or recipient
+
+
+@pytest.mark.parametrize(("name", "group"), [("SIGTERM", False), ("SIGINT", False),
+                                             pytest.param("SIGHUP", False, marks=SLOW),
+                                             pytest.param("SIGINT", True, marks=SLOW)],
                          ids=["term", "int", "hup", "ctrl-c-to-the-group"])
 def test_a_signal_stops_a_parallel_sweep_and_a_rerun_resumes_it(name, group, tmp_path):
     number = getattr(signal, name)
@@ -106,7 +111,7 @@ def test_a_signal_stops_a_parallel_sweep_and_a_rerun_resumes_it(name, group, tmp
     assert [s["status"] for s in segments] == ["interrupted", "completed"]  # resumed in its own directory
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("name", ["SIGTERM", pytest.param("SIGINT", marks=SLOW)])
 def test_a_signal_stops_a_sequential_sweep_after_the_running_job(name, tmp_path):
     number = getattr(signal, name)
     proc = start([*SWEEP, LONG], tmp_path)

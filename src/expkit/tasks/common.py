@@ -89,8 +89,10 @@ def discard_unstarted(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-# A job stopped from outside (a signal, SLURM requeue, Ctrl-C) is interrupted, not failed: resume continues it.
-INTERRUPTIONS = ("Interrupted", "SystemExit", "KeyboardInterrupt")
+# A job stopped from outside (a signal, SLURM requeue, Ctrl-C) is interrupted, not failed: resume
+# continues it. expkit's own Interrupted by name; SystemExit (Lightning's SIGTERMException, when its
+# SIGTERM handler runs before expkit's) and KeyboardInterrupt by type.
+INTERRUPTIONS = ("Interrupted",)
 
 
 def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check: Callable[[DictConfig, Path], Any]) -> Any:
@@ -115,7 +117,7 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
     mask_hydra_files(HydraConfig.get())
     mask_warnings()
     run_dir, group, overrides = hydra_job()
-    exit_code, error, result, record = 1, None, None, None
+    exit_code, error, result, record, stopped = 1, None, None, None, False
     STOP_SIGNALS.install()  # a SIGTERM or Ctrl-C, even during start-up, stops the run cleanly (SaveOnSignal)
     try:
         check_choices(overrides)  # an option Hydra ignores (optional groups) is refused
@@ -154,12 +156,14 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
         sys.exit(exc.exit_code)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
+        stopped = isinstance(exc, SystemExit | KeyboardInterrupt)
         raise
     finally:
         STOP_SIGNALS.restore()
         if record is not None:
             record.note_wandb()
-            status = "completed" if exit_code == 0 else "interrupted" if error and error.startswith(INTERRUPTIONS) else "failed"
+            interrupted = stopped or bool(error and error.startswith(INTERRUPTIONS))
+            status = "completed" if exit_code == 0 else "interrupted" if interrupted else "failed"
             record.finish(status, metrics=result, error=error)
             record.attach_to_wandb()
         wandb_tracking.finish_run(exit_code)
