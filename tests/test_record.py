@@ -172,6 +172,8 @@ def test_runs_table_and_compare(recorded, tmp_path):
         refused = expkit("runs", str(tmp_path / "logs"), "--where", malformed, cwd=tmp_path, check=False)
         assert refused.returncode == 2 and refused.stderr.startswith("error: --where") and "KEY=VALUE" in refused.stderr
         assert refused.stderr.count("\n") == 1 and refused.stdout == ""
+    status = expkit("runs", str(tmp_path / "logs"), "--status", "interupted", cwd=tmp_path, check=False)
+    assert status.returncode == 2 and "did you mean interrupted?" in status.stderr and status.stderr.count("\n") == 1
     typo = expkit("runs", str(tmp_path / "logs"), "--metric", "test/ac", cwd=tmp_path, check=False)
     assert typo.returncode == 2 and "did you mean test/acc" in typo.stderr and typo.stderr.count("\n") == 1
     first, second = run_dirs(tmp_path, task="debug")

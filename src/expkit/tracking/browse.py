@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import platform
 import sys
@@ -10,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from expkit.tracking.record import RUN_RECORD_FILE, RunRecord
+from expkit.tracking.record import RUN_RECORD_FILE, RUN_STATUSES, RunRecord
 
 MAX_METRIC_COLUMNS = 8  # `expkit runs --metric NAME` picks others
 
@@ -124,8 +125,6 @@ def matches(record: RunRecord, where: list[tuple[str, str]]) -> bool:
 def check_metrics(records: list[RunRecord], chosen: list[str]) -> None:
     """Every ``--metric`` name is recorded by at least one of ``records`` (when there are any);
     raises ``ConfigError`` naming the first that none records, with the closest recorded names."""
-    import difflib
-
     from expkit.errors import ConfigError
 
     recorded = sorted({k for r in records for k in (r.data.get("metrics") or {})})
@@ -227,7 +226,7 @@ def main(argv: list[str], command: str) -> None:
                             "(compared by type: 2e-3 = 0.002, true is not 1, '0.002' is text), that used option "
                             "VALUE of config group KEY (model=mlp, chosen or by default), or whose overrides "
                             "include KEY=VALUE; repeatable")
-        parser.add_argument("--status", help="keep runs with this status (completed, failed, running)")
+        parser.add_argument("--status", help=f"keep runs with this status ({', '.join(RUN_STATUSES)})")
         parser.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
         parser.add_argument("--metric", action="append", metavar="NAME",
                             help="metric columns to show (repeatable; default: the monitored metric, then the others)")
@@ -238,6 +237,10 @@ def main(argv: list[str], command: str) -> None:
         from expkit.errors import ConfigError
 
         try:
+            if args.status is not None and args.status not in RUN_STATUSES:
+                close = difflib.get_close_matches(args.status, RUN_STATUSES, n=1)
+                raise ConfigError(f"--status {args.status!r} is not a run status ({', '.join(RUN_STATUSES)})"
+                                  + (f"; did you mean {close[0]}?" if close else ""))
             where = parse_where(args.where + ([f"status={args.status}"] if args.status else []))
             records = [r for r in find_runs(args.path) if matches(r, where)][: args.limit]
             check_metrics(records, args.metric or [])
