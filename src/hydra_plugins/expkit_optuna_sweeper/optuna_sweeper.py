@@ -15,6 +15,23 @@ heartbeats; trials whose worker died are marked failed by the next worker that s
 command's exit status is the sweep rule (``expkit.launching.sweep.exit_status``): non-zero when a
 trial it ran failed or no trial has completed; pruned trials are no failures.
 
+The trials' sweep records (``<trial dir>/sweep_job.json``) are the truth the study is reconciled
+with, at the start of every command and before each round fails stale trials
+(:meth:`OptunaSweeper._reconcile`): a trial the study still has RUNNING whose record says it ended
+(its job finished after the sweeping process was killed, e.g. a SLURM array outliving it) is told
+as its record says: ``completed`` with a finite value COMPLETE, ``pruned`` PRUNED, ``failed`` (or
+``cancelled``) FAIL. A trial stopped by a signal (record ``interrupted``: it saved ``last.ckpt``) is
+not told: it stays RUNNING, and the next command resumes it before asking for new trials, with the
+same trial number, parameters and directory (the run continues from its ``last.ckpt``), and tells
+its result. The worker that resumes it claims it under a file lock (its record goes back to
+``running``) so that no two workers resume one trial, and records its heartbeat at once so that it
+is not failed as stale. If the study failed it as stale meanwhile (no heartbeat for
+``grace_period``: the re-run came later than that and another worker failed it first), Optuna
+forbids telling it again: its parameters are enqueued (``study.enqueue_trial``) as a new trial,
+with user attribute ``resumes`` = the old trial's number, which runs in the old trial's directory
+(from its ``last.ckpt``) and is recorded there under the old number; it is asked before any new
+trial, even when the study already holds ``n_trials``.
+
 Several workers may run the same command on one sweep directory (processes on one machine with the
 sqlite file, processes on many machines with PostgreSQL and a shared file system; any launcher).
 Each trial runs in ``<sweep dir>/<trial number>``: the study numbers trials uniquely, and the
@@ -325,12 +342,14 @@ class OptunaSweeper(Sweeper):
 
         counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
         while True:
+            # The records first: a trial that ended (or was interrupted) is not failed as stale.
+            trials: list[Any] = self._reconcile(study, storage, sweep_dir)
             optuna.storages.fail_stale_trials(study)  # trials whose worker died
             self._record_failed_trials(study, sweep_dir)
-            trials: list[Any] = []
             try:
-                for _ in range(self.n_jobs):  # counted again before each ask: other workers ask too
-                    if len(study.get_trials(deepcopy=False, states=counted)) >= self.n_trials:
+                for _ in range(self.n_jobs - len(trials)):  # counted again before each ask: other workers ask too
+                    resumes = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                    if not resumes and len(study.get_trials(deepcopy=False, states=counted)) >= self.n_trials:
                         break
                     trials.append(self._ask(study, sweep_dir, sampler_cfg))
             except DataError:  # this batch's other trials will not run either
@@ -352,7 +371,7 @@ class OptunaSweeper(Sweeper):
                     launch_error = None
             for trial, ret in zip(trials, results, strict=True):
                 self._tell(study, trial, ret, sweep_dir)
-            if launch_error is not None and not any(read_record(sweep_dir / str(t.number)) for t in trials):
+            if launch_error is not None and not any(read_record(_trial_dir(sweep_dir, t)) for t in trials):
                 # Not one trial started: the launcher itself is broken (sbatch refused, ...).
                 first = (str(launch_error).strip().splitlines() or [type(launch_error).__name__])[0][:300]
                 raise ExpkitError(f"the launcher started none of trials {[t.number for t in trials]} "
@@ -376,6 +395,10 @@ class OptunaSweeper(Sweeper):
         trial = study.ask()
         if sampler_cfg.get("seed") is not None and trial.number != expected:
             study.sampler.reseed_rng()  # another worker asked meanwhile: do not repeat its draws
+        if "resumes" in trial.user_attrs:  # an interrupted trial failed as stale: its directory exists
+            log.info("Trial %d resumes trial %d (failed as stale after it was interrupted) in %s", trial.number,
+                     trial.user_attrs["resumes"], _trial_dir(sweep_dir, trial))
+            return trial
         try:
             (sweep_dir / str(trial.number)).mkdir()
         except FileExistsError:
@@ -398,9 +421,53 @@ class OptunaSweeper(Sweeper):
         trial.set_user_attr("overrides", [mask_text(o) for o in overrides])  # the study is on disk too
         # The job learns its trial through its environment (not its config: configs stay comparable),
         # and runs in the directory named by its trial number (_ask created it), whichever worker
-        # launches it: hydra.job.num only counts this process's jobs.
-        return [*overrides, f"hydra.sweep.subdir={trial.number}", f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
+        # launches it: hydra.job.num only counts this process's jobs. A trial that resumes another
+        # runs, and is recorded, as that one (its directory); pruning reports go to its own id.
+        number = trial.user_attrs.get("resumes", trial.number)
+        return [*overrides, f"hydra.sweep.subdir={number}", f"++hydra.job.env_set.{TRIAL_ENV}={number}",
                 f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}"]
+
+    def _reconcile(self, study: Any, storage: Any, sweep_dir: Path) -> list[Any]:
+        """Make the study agree with the trials' records, and claim interrupted trials to resume.
+
+        A RUNNING trial whose record says it ended is told so (:meth:`_tell`). A RUNNING trial whose
+        record says ``interrupted`` is claimed (its record goes back to ``running`` under a lock,
+        its heartbeat is recorded) and returned, up to ``n_jobs`` of them, to be launched again in
+        its directory. A FAIL trial whose record says ``interrupted`` (failed as stale) is enqueued
+        again with its parameters, to run in its directory (``resumes``)."""
+        import fcntl
+
+        import optuna
+        from optuna.trial import TrialState
+
+        claimed: list[Any] = []
+        with open(sweep_dir / ".optuna_reconcile.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # workers starting together claim each trial once
+            resuming = {t.user_attrs.get("resumes") for t in study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))} - {None}
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
+                job_dir = _trial_dir(sweep_dir, frozen)
+                record = read_record(job_dir) or {}
+                status = record.get("status")
+                if frozen.state == TrialState.FAIL:
+                    number = int(frozen.user_attrs.get("resumes", frozen.number))
+                    if status == "interrupted" and number not in resuming:
+                        study.enqueue_trial(frozen.params, user_attrs={"resumes": number}, skip_if_exists=False)
+                        resuming.add(number)
+                        log.info("Trial %d was interrupted and then failed as stale: its parameters are enqueued to "
+                                 "resume it in %s", frozen.number, job_dir)
+                    continue
+                trial = optuna.trial.Trial(study, frozen._trial_id)
+                if status in ("completed", "skipped", "failed", "cancelled", "pruned"):
+                    log.info("Trial %d ended while no worker watched it (%s): telling the study", frozen.number,
+                             status)
+                    self._tell(study, trial, None, sweep_dir)
+                elif status == "interrupted" and len(claimed) < self.n_jobs:
+                    storage.record_heartbeat(frozen._trial_id)  # not stale: it resumes now
+                    write_record(job_dir, {**record, "status": "running", "resuming": True})
+                    log.info("Resuming interrupted trial %d in %s", frozen.number, job_dir)
+                    claimed.append(trial)
+        return claimed
 
     def _tell(self, study: Any, trial: Any, ret: Any, sweep_dir: Path) -> None:
         """Tell the study how ``trial`` ended: from its ``JobReturn`` ``ret``, or from its sweep record
@@ -408,8 +475,16 @@ class OptunaSweeper(Sweeper):
         or FAIL (an error, a non-finite or missing value, a job that never ended)."""
         from optuna.trial import TrialState
 
-        job_dir = sweep_dir / str(trial.number)
-        trial.set_user_attr("job_dir", str(job_dir.resolve()))
+        from expkit.errors import Interrupted
+
+        job_dir = _trial_dir(sweep_dir, trial)
+        record = read_record(job_dir) or {}
+        if (isinstance(getattr(ret, "_return_value", None), Interrupted)
+                or ret is None and record.get("status") == "interrupted"):
+            # Stopped by a signal after saving last.ckpt: it stays RUNNING, and is resumed (_reconcile).
+            log.info("Trial %d interrupted; it resumes when the command runs again", trial.number)
+            return
+        _set_attr(trial, "job_dir", str(job_dir.resolve()))
         metric = self.config.get("monitor", {}).get("metric", "value")
         if ret is not None:
             value, status = ret._return_value, ret.status
@@ -417,7 +492,6 @@ class OptunaSweeper(Sweeper):
             completed = status == JobStatus.COMPLETED
             reason = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"returned {value!r}"
         else:
-            record = read_record(job_dir) or {}
             value, pruned = record.get("value"), record.get("status") == "pruned"
             completed = record.get("status") in ("completed", "skipped")
             reason = record.get("error") or (
@@ -430,7 +504,7 @@ class OptunaSweeper(Sweeper):
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             log.info("Trial %d pruned (%s)", trial.number, value if ret is not None else reason)
         else:
-            trial.set_user_attr("error", mask_text(str(reason))[:500])
+            _set_attr(trial, "error", mask_text(str(reason))[:500])
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d failed (%s); the search goes on", trial.number, str(reason).splitlines()[0][:300])
 
@@ -442,8 +516,13 @@ class OptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         changed = []
+        # A directory a trial resumes in belongs to that trial now, not to the one failed as stale.
+        resuming = {t.user_attrs.get("resumes") for t in study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))} - {None}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            job_dir = sweep_dir / str(trial.number)
+            job_dir = _trial_dir(sweep_dir, trial)
+            if int(job_dir.name) in resuming:
+                continue
             record = read_record(job_dir)
             if not record or record.get("status") != "running":
                 continue
@@ -479,6 +558,21 @@ class OptunaSweeper(Sweeper):
         log.info(message)
         print(message)
         return results
+
+
+def _trial_dir(sweep_dir: Path, trial: Any) -> Path:
+    """Where ``trial`` runs: ``<sweep dir>/<its number>``, or the directory of the interrupted trial
+    it resumes (user attribute ``resumes``)."""
+    return Path(sweep_dir) / str(trial.user_attrs.get("resumes", trial.number))
+
+
+def _set_attr(trial: Any, key: str, value: Any) -> None:
+    """Set a user attribute unless another worker finished the trial meanwhile (it told the study
+    from the same record)."""
+    import optuna
+
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr(key, value)
 
 
 def _build(spec: Any) -> Any:
