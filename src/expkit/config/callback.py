@@ -90,6 +90,8 @@ class ValidateSweep(Callback):
         from expkit.config.validate import describe_sizes, validate_sweep
         from expkit.errors import ExpkitError, exit_with
 
+        from expkit.launching.signals import SweepInterrupted, pending_signal
+
         check_location(config)
         try:
             check_choices(sweep_overrides(config), config)  # every option of every job, as the user wrote it
@@ -97,12 +99,18 @@ class ValidateSweep(Callback):
             jobs = expand_sweep(sweep_overrides(config))
             sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name, master=config, options_checked=True,
                                    **_launcher_help(config, len(jobs)))
-        except ExpkitError as exc:
-            exit_with(exc)
+        except SweepInterrupted:
+            raise
         except Exception as exc:  # noqa: BLE001 - Hydra turns a callback's error into a warning and runs the sweep
             from expkit.errors import ConfigError
 
-            exit_with(ConfigError(f"the sweep could not be validated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."))
+            if (signum := pending_signal()) is not None:  # cut short by the signal, not a config error
+                raise SweepInterrupted(signum) from None
+            if not isinstance(exc, ExpkitError):
+                exc = ConfigError(f"the sweep could not be validated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).")
+            exit_with(exc)
+        if (signum := pending_signal()) is not None:  # a signal whose exception the check swallowed
+            raise SweepInterrupted(signum)
         log.info("Validated the %d job(s) of the sweep", len(jobs))
         if self.only:
             data = sorted({describe_sizes(s) for s in sizes if s})

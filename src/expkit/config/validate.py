@@ -324,15 +324,35 @@ def validate_sweep(jobs: Sequence[Sequence[str]], config_name: str = "train", *,
         executor = workers() if workers is not None and len(jobs) > 1 else None
         rest = range(1, len(jobs))
         checked += executor.map(check_job, rest) if executor is not None else map(check_job, rest)  # the first error in job order
+    from expkit.launching.sweep import is_optuna
+
+    if master is None or not is_optuna(master.hydra):  # the Optuna sweeper puts each trial in its own
+        check_job_dirs(jobs, [output_dir for _, _, output_dir in checked])
     if composed is not None:
-        composed.update((tuple(job), cfg) for job, (_, cfg) in zip(jobs, checked, strict=True))
-    return [sizes for sizes, _ in checked]
+        composed.update((tuple(job), cfg) for job, (_, cfg, _) in zip(jobs, checked, strict=True))
+    return [sizes for sizes, _, _ in checked]
+
+
+def check_job_dirs(jobs: Sequence[Sequence[str]], output_dirs: Sequence[str]) -> None:
+    """No two jobs of a sweep share a directory (``hydra.sweep.subdir`` that does not depend on the
+    job): they would write each other's checkpoints and records at once (``launcher=parallel``), or
+    the later would move the earlier away. Raises :class:`ConfigError` naming them and the fix."""
+    by_dir: dict[str, list[int]] = {}
+    for number, output_dir in enumerate(output_dirs):
+        by_dir.setdefault(output_dir, []).append(number)
+    shared = [(d, numbers) for d, numbers in by_dir.items() if len(numbers) > 1]
+    if shared:
+        output_dir, numbers = shared[0]
+        named = ", ".join(f"{n} ({' '.join(jobs[n]) or 'no overrides'})" for n in numbers[:4]) + (", ..." if len(numbers) > 4 else "")
+        raise ConfigError(f"hydra.sweep.subdir: jobs {named} would all run in {output_dir}; make hydra.sweep.subdir "
+                          "depend on the job, e.g. include ${hydra.job.num} (the default).")
 
 
 def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, task: str, master: DictConfig | None,
-                  keep: bool) -> tuple[dict[str, Any], bytes | None]:
+                  keep: bool) -> tuple[dict[str, Any], bytes | None, str]:
     """Compose and validate job ``number`` of ``jobs`` (:func:`validate_sweep`); its error names it.
-    Returns the sizes its data declares and, with ``keep``, its composed config, pickled."""
+    Returns the sizes its data declares, with ``keep`` its composed config, pickled, and its
+    directory (``hydra.runtime.output_dir``)."""
     import pickle
 
     job = list(jobs[number])
@@ -344,7 +364,7 @@ def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, 
             checked = cfg.copy()
             with open_dict(checked):
                 del checked["hydra"]  # the job's config, as its task gets it
-            return validate(checked, task, hardware=runs_here(launcher)), composed
+            return validate(checked, task, hardware=runs_here(launcher)), composed, str(cfg.hydra.runtime.output_dir)
     except ExpkitError as exc:
         label = " ".join(job) or "no overrides"
         raise type(exc)(f"job {number} ({label}): {exc}" if len(jobs) > 1 else str(exc)) from None

@@ -52,9 +52,9 @@ class SweepSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        from expkit.callbacks import STOP_SIGNALS
-
-        if self.received is not None or STOP_SIGNALS.received is not None:  # the second one: stop now
+        # No import here: the signal may come in the middle of one (torch's, Lightning's, during the
+        # pre-launch check), which importing expkit.callbacks (Lightning) would re-enter and break.
+        if pending_signal() is not None:  # the second one: stop now
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
@@ -84,6 +84,17 @@ class SweepSignals:
 
 
 SWEEP_SIGNALS = SweepSignals()
+
+
+def pending_signal() -> int | None:
+    """The stop signal this process has received and not yet acted on, if any: the sweeping
+    process's (:data:`SWEEP_SIGNALS`) or a running job's (``expkit.callbacks.STOP_SIGNALS``).
+    Whatever fails while one is pending failed because of it (an import cut short by the handler's
+    exception leaves a half-initialized module behind): the signal, not the error, is the outcome."""
+    if SWEEP_SIGNALS.received is not None:
+        return SWEEP_SIGNALS.received
+    callbacks = sys.modules.get("expkit.callbacks")  # not imported here: it imports Lightning
+    return getattr(getattr(callbacks, "STOP_SIGNALS", None), "received", None)
 
 
 class WorkerSignals:

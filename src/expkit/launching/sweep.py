@@ -49,6 +49,7 @@ log = logging.getLogger("expkit")
 RECORD_FILE = "sweep_job.json"
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_MD = "sweep_summary.md"
+LOCK_FILE = ".sweep.lock"  # held by the grid sweep command running in the directory (lock_sweep_dir)
 STOP_FILE = ".sweep_stopped"  # written by a failed job under fail_fast; cleared when a sweep starts
 # Set by the Optuna sweeper in each trial's job: the trial's number and its id in the storage.
 TRIAL_ENV = "EXPKIT_OPTUNA_TRIAL"
@@ -196,6 +197,56 @@ def check_multirun_ddp(cfg: DictConfig, launcher: Mapping | None) -> None:
     )
 
 
+def is_optuna(hydra_cfg: Mapping) -> bool:
+    """Whether the sweep's sweeper is the Optuna one, whose workers may share a sweep directory
+    (each trial in its own directory); every other sweeper is a grid sweep, one command a directory."""
+    return "optuna" in str((hydra_cfg.get("sweeper") or {}).get("_target_", "")).lower()
+
+
+class SweepDirInUse(ExpkitError):
+    """Another command is running a grid sweep in the same sweep directory."""
+
+    exit_code = 3
+
+
+_sweep_lock: tuple[Path, Any] | None = None  # (sweep dir, the open lock file) this process holds
+
+
+def lock_sweep_dir(sweep_dir: Path) -> None:
+    """Before a grid sweep writes anything in ``sweep_dir``: take an exclusive lock on its
+    :data:`LOCK_FILE`, held while this process lives (its workers inherit it), so that two grid
+    commands never run the same jobs in the same job directories at once. Raises
+    :class:`SweepDirInUse` (exit 3) naming the command that holds it. Optuna sweeps don't lock:
+    their workers share a directory by design."""
+    import fcntl
+    import socket
+
+    global _sweep_lock
+    sweep_dir = Path(sweep_dir)
+    if _sweep_lock is not None and _sweep_lock[0] == sweep_dir.resolve():
+        return  # this process's own sweep, run again
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(sweep_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SweepDirInUse(f"sweep directory {sweep_dir} is in use by another sweep command ({holder}); wait for "
+                            "it to finish, or give this sweep another hydra.sweep.dir.") from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    if _sweep_lock is not None:
+        _sweep_lock[1].close()
+    else:
+        import atexit
+
+        atexit.register(lambda: _sweep_lock and _sweep_lock[1].close())  # released as the process ends
+    _sweep_lock = (sweep_dir.resolve(), lock)
+
+
 _active: SweepRecorder | None = None  # the recorder of the job running in this process
 _launch: tuple[Path, str] | None = None  # (sweep dir, launch mark) of this process's multirun
 _sweeping_pid: int | None = None  # the process that launched the multirun (its jobs may run in it)
@@ -224,6 +275,13 @@ class SweepRecorder(Callback):
         # Checked once on the master config before any job starts; before_job checks each job.
         check_multirun_ddp(config, config.hydra.launcher)
         sweep_dir = Path(config.hydra.sweep.dir)
+        if not is_optuna(config.hydra):
+            try:
+                lock_sweep_dir(sweep_dir)
+            except SweepDirInUse as exc:  # Hydra would turn a callback's error into a warning
+                from expkit.errors import exit_with
+
+                exit_with(exc)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
         # This command's mark on its jobs' records (the jobs inherit the environment), for exit_status.
         launch = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
