@@ -89,7 +89,6 @@ class ValidateSweep(Callback):
         from expkit.config.compose import expand_sweep
         from expkit.config.validate import describe_sizes, validate_sweep
         from expkit.errors import ExpkitError, exit_with
-
         from expkit.launching.signals import SweepInterrupted, pending_signal
 
         check_location(config)
