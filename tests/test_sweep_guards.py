@@ -67,6 +67,37 @@ def test_a_second_grid_command_on_a_running_sweep_directory_is_refused(tmp_path,
     assert "had already completed" in again.stdout + again.stderr
 
 
+def test_a_grid_sweep_and_an_optuna_search_never_share_a_sweep_directory(tmp_path):
+    """A grid command on a directory holding a search's trials is refused (it would take over the
+    trials' directories and summary), and a search worker on a directory a grid command holds."""
+    search = ["-m", "hparams_search=digits_optuna", "data=wine", "model=mlp", "trainer.max_epochs=1", "logger=none",
+              "hydra.sweeper.n_trials=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1"]
+    run_cli("train.py", *search, "hydra.sweep.dir=mixed", cwd=tmp_path)
+    summary = (tmp_path / "mixed" / "sweep_summary.csv").read_text()
+    grid = run_cli("train.py", "-m", "seed=7,8", *FAST, "hydra.sweep.dir=mixed", cwd=tmp_path, check=False)
+    assert grid.returncode == 3, grid.stderr[-3000:]
+    last = grid.stderr.strip().splitlines()[-1]
+    assert "mixed holds an Optuna search's trials" in last and "hydra.sweep.dir" in last, last
+    assert (tmp_path / "mixed" / "sweep_summary.csv").read_text() == summary
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir() if p.is_dir()) == ["0"]
+
+    long = ["trainer.max_epochs=1000", "~callbacks.early_stopping"]  # still running when the worker starts
+    running = start(["-m", "seed=60,61", *FAST, *long, "hydra.sweep.dir=held"], tmp_path, "grid")
+    try:
+        lock = tmp_path / "held" / ".sweep.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = run_cli("train.py", *search, "hydra.sweep.dir=held", cwd=tmp_path, check=False)
+        assert worker.returncode == 3, worker.stderr[-3000:]
+        last = worker.stderr.strip().splitlines()[-1]
+        assert f"held is in use by a grid sweep command (pid {running.pid}" in last, last
+        assert not (tmp_path / "held" / "optuna.db").exists()
+    finally:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait()
+
+
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_jobs_sharing_a_directory_are_refused_before_launch(tmp_path, launcher):
     proc = run_cli("train.py", "-m", "hydra.sweep.subdir=same", "seed=9,10", *FAST, *LAUNCHERS[launcher],

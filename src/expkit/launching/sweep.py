@@ -212,12 +212,13 @@ class SweepDirInUse(ExpkitError):
 _sweep_lock: tuple[Path, Any] | None = None  # (sweep dir, the open lock file) this process holds
 
 
-def lock_sweep_dir(sweep_dir: Path) -> None:
-    """Before a grid sweep writes anything in ``sweep_dir``: take an exclusive lock on its
-    :data:`LOCK_FILE`, held while this process lives (its workers inherit it), so that two grid
-    commands never run the same jobs in the same job directories at once. Raises
-    :class:`SweepDirInUse` (exit 3) naming the command that holds it. Optuna sweeps don't lock:
-    their workers share a directory by design."""
+def lock_sweep_dir(sweep_dir: Path, optuna: bool = False) -> None:
+    """Before a sweep writes anything in ``sweep_dir``: lock its :data:`LOCK_FILE`, held while this
+    process lives (its workers inherit it). A grid command takes it exclusively, so two grid
+    commands never run the same jobs in the same job directories, and refuses a directory that
+    holds an Optuna study's trials; an Optuna worker takes it shared (its workers share a directory
+    by design), so a grid command and a search never mix their jobs in one directory. Raises
+    :class:`SweepDirInUse` (exit 3) naming what holds it."""
     import fcntl
     import socket
 
@@ -225,19 +226,25 @@ def lock_sweep_dir(sweep_dir: Path) -> None:
     sweep_dir = Path(sweep_dir)
     if _sweep_lock is not None and _sweep_lock[0] == sweep_dir.resolve():
         return  # this process's own sweep, run again
+    if not optuna and ((sweep_dir / "optuna.db").exists() or any(
+            (read_record(path.parent) or {}).get("trial") is not None for path in sweep_dir.glob(f"*/{RECORD_FILE}"))):
+        raise SweepDirInUse(f"sweep directory {sweep_dir} holds an Optuna search's trials: give this grid sweep "
+                            "another hydra.sweep.dir (a grid's jobs would take over the trials' directories).")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     lock = open(sweep_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the process's life
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, (fcntl.LOCK_SH if optuna else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
         lock.seek(0)
-        holder = lock.read().strip() or "another process"
+        holder = lock.read().strip() if optuna else lock.read().strip() or "an Optuna search's workers"
         lock.close()
-        raise SweepDirInUse(f"sweep directory {sweep_dir} is in use by another sweep command ({holder}); wait for "
-                            "it to finish, or give this sweep another hydra.sweep.dir.") from None
-    lock.truncate(0)
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    lock.flush()
+        kind = "a grid sweep command" if optuna else "another sweep command"
+        raise SweepDirInUse(f"sweep directory {sweep_dir} is in use by {kind} ({holder or 'another process'}); wait "
+                            "for it to finish, or give this sweep another hydra.sweep.dir.") from None
+    if not optuna:  # shared holders write nothing: the text names the exclusive one
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
     if _sweep_lock is not None:
         _sweep_lock[1].close()
     else:
@@ -275,13 +282,12 @@ class SweepRecorder(Callback):
         # Checked once on the master config before any job starts; before_job checks each job.
         check_multirun_ddp(config, config.hydra.launcher)
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not is_optuna(config.hydra):
-            try:
-                lock_sweep_dir(sweep_dir)
-            except SweepDirInUse as exc:  # Hydra would turn a callback's error into a warning
-                from expkit.errors import exit_with
+        try:  # a grid command exclusively, an Optuna worker shared
+            lock_sweep_dir(sweep_dir, optuna=is_optuna(config.hydra))
+        except SweepDirInUse as exc:  # Hydra would turn a callback's error into a warning
+            from expkit.errors import exit_with
 
-                exit_with(exc)
+            exit_with(exc)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
         # This command's mark on its jobs' records (the jobs inherit the environment), for exit_status.
         launch = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
