@@ -571,7 +571,10 @@ def _set_attr(trial: Any, key: str, value: Any) -> None:
     from the same record)."""
     import optuna
 
-    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+    # optuna >= 4.3 raises UpdateFinishedTrialError (a RuntimeError); older ones a bare RuntimeError
+    # from the same check (BaseStorage.check_trial_is_updatable). Remove with optuna<4.3's support.
+    finished = getattr(optuna.exceptions, "UpdateFinishedTrialError", RuntimeError)
+    with contextlib.suppress(finished):
         trial.set_user_attr(key, value)
 
 
