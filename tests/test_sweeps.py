@@ -415,3 +415,19 @@ def test_runs_where_and_compare_compare_numbers_booleans_and_null_by_value(tmp_p
                               capture_output=True, text=True, check=True).stdout
     config_rows = compared.split("Metrics")[0]
     assert "model.optimizer.lr" in config_rows and "seed" not in config_rows and "test " not in config_rows
+
+    # Runs named by condition, matched by value like `runs --where`: the same two runs, any spelling.
+    def compare(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "expkit.cli", "compare", *args], cwd=tmp_path,
+                              capture_output=True, text=True)
+
+    from expkit.tracking.record import RunRecord
+
+    low, high = sorted((first, second), key=lambda d: RunRecord.load(d).data["config"]["model"]["optimizer"]["lr"])
+    by_condition = compare("model.optimizer.lr=2.0e-3", "model.optimizer.lr=1e-2", "--where", "status=completed")
+    assert by_condition.returncode == 0, by_condition.stderr
+    assert by_condition.stdout == compare(str(low), str(high)).stdout
+    missing = compare("model.optimizer.lr=0.003", str(high))
+    assert missing.returncode == 2 and "no run under logs has model.optimizer.lr=0.003" in missing.stderr
+    assert compare("model.optimizer.lr=0.002", str(high), "--where", "test=false").returncode == 2
+    assert compare("no_such_dir", str(high)).returncode == 2

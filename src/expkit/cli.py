@@ -4,7 +4,7 @@
     expkit eval ckpt_path=...              # same as python eval.py ...
     expkit validate model=cnn data=wine    # fail before launch: check the config, run nothing
     expkit runs logs --where model.net._target_=expkit.models.nets.CNN
-    expkit compare RUN_A RUN_B
+    expkit compare RUN_A RUN_B             # or by condition: expkit compare model=mlp model=cnn
     expkit reproduce RUN_DIR               # same config, new directory; refuses if code/data differ
     expkit resume RUN_DIR                  # continue an interrupted run where it stopped
     expkit register RUN_DIR --name digits  # a model version; expkit promote RUN_DIR --stage production

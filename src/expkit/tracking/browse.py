@@ -1,4 +1,5 @@
-"""Browsing runs without a network: ``expkit runs [PATH]`` and ``expkit compare RUN_A RUN_B``."""
+"""Browsing runs without a network: ``expkit runs [PATH]`` and ``expkit compare RUN_A RUN_B`` (each a run
+directory or a ``KEY=VALUE`` condition)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,30 @@ def matches(record: RunRecord, where: list[tuple[str, str]]) -> bool:
         if not any(o == f"{key}={value}" for o in record.data.get("overrides", [])):
             return False
     return True
+
+
+def select_run(spec: str, where: list[str], root: Path) -> RunRecord:
+    """The run ``expkit compare`` names by ``spec``: a run directory, or a ``KEY=VALUE`` condition
+    (:func:`matches`, typed like ``expkit runs --where``): the newest run under ``root`` that meets it
+    and every condition of ``where``. Raises ``ConfigError`` when no run does, or when ``spec`` is
+    neither an existing directory nor a condition; ``ExpkitError`` for an unreadable record."""
+    from expkit.errors import ConfigError
+
+    if Path(spec).is_dir() or "=" not in spec:
+        if not Path(spec).is_dir():
+            raise ConfigError(f"{spec}: no such run directory (give a run directory or KEY=VALUE, "
+                              "e.g. model.optimizer.lr=2e-3)")
+        return RunRecord.load(Path(spec))
+    conditions = parse_where([spec, *where])
+    if not root.is_dir():
+        raise ConfigError(f"--in {root}: no such directory (runs are under paths.log_dir, default logs/)")
+    records = find_runs(root)
+    chosen = next((r for r in records if matches(r, conditions)), None)
+    if chosen is None:
+        wanted = " and ".join(f"{k}={v}" for k, v in conditions)
+        raise ConfigError(f"no run under {root} has {wanted} ({len(records)} run(s) looked at; "
+                          f"list them with: expkit runs {root})")
+    return chosen
 
 
 def check_metrics(records: list[RunRecord], chosen: list[str]) -> None:
@@ -249,17 +274,27 @@ def main(argv: list[str], command: str) -> None:
             sys.exit(2)
         console.print(runs_table(records, args.path, args.metric))
     else:
-        parser = argparse.ArgumentParser(prog="expkit compare", description="Config and metric differences of two runs.")
-        parser.add_argument("run_a", type=Path)
-        parser.add_argument("run_b", type=Path)
+        parser = argparse.ArgumentParser(
+            prog="expkit compare", description="Config and metric differences of two runs.",
+            epilog="e.g. expkit compare model.optimizer.lr=2e-3 model.optimizer.lr=1e-3 --where status=completed")
+        for name in ("run_a", "run_b"):
+            parser.add_argument(name, help="a run directory, or KEY=VALUE: the newest run under --in that has it "
+                                "(and every --where), matched as by expkit runs --where")
+        parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                            help="conditions both runs chosen by KEY=VALUE must meet as well (repeatable)")
+        parser.add_argument("--in", dest="root", type=Path, default=Path("logs"),
+                            help="where to look for runs chosen by KEY=VALUE (default: logs)")
         args = parser.parse_args(argv)
+        from expkit.errors import ExpkitError
+
         try:
-            tables = compare_tables(RunRecord.load(args.run_a), RunRecord.load(args.run_b))
-        except Exception as exc:  # a missing or unreadable record
+            a, b = (select_run(spec, args.where, args.root) for spec in (args.run_a, args.run_b))
+            tables = compare_tables(a, b)
+        except ExpkitError as exc:  # no record (2), an unreadable one (3), a condition no run meets (2)
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         for table in tables:
             console.print(table)
-        kpis = kpi_table(RunRecord.load(args.run_a), RunRecord.load(args.run_b))
+        kpis = kpi_table(a, b)
         if kpis is not None:
             console.print(kpis)
