@@ -89,15 +89,16 @@ class ValidateSweep(Callback):
         from expkit.config.compose import expand_sweep
         from expkit.config.validate import describe_sizes, validate_sweep
         from expkit.errors import ExpkitError, exit_with
-        from expkit.launching.signals import SweepInterrupted, pending_signal
+        from expkit.launching.signals import SWEEP_SIGNALS, SweepInterrupted, pending_signal
 
         check_location(config)
         try:
-            check_choices(sweep_overrides(config), config)  # every option of every job, as the user wrote it
-            check_sweeper_can_run(config)
-            jobs = expand_sweep(sweep_overrides(config))
-            sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name, master=config, options_checked=True,
-                                   **_launcher_help(config, len(jobs)))
+            with SWEEP_SIGNALS.deferred():  # a signal stops the check between jobs, never inside an import
+                check_choices(sweep_overrides(config), config)  # every option of every job, as the user wrote it
+                check_sweeper_can_run(config)
+                jobs = expand_sweep(sweep_overrides(config))
+                sizes = validate_sweep(jobs, config_name=config.hydra.job.config_name, master=config,
+                                       options_checked=True, **_launcher_help(config, len(jobs)))
         except SweepInterrupted:
             raise
         except Exception as exc:  # noqa: BLE001 - Hydra turns a callback's error into a warning and runs the sweep

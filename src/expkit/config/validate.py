@@ -355,6 +355,10 @@ def _validate_job(number: int, jobs: Sequence[Sequence[str]], config_name: str, 
     directory (``hydra.runtime.output_dir``)."""
     import pickle
 
+    from expkit.launching.signals import SweepInterrupted, pending_signal
+
+    if (signum := pending_signal()) is not None:  # the sweep was stopped while its jobs were checked
+        raise SweepInterrupted(signum)
     job = list(jobs[number])
     try:
         cfg = compose(config_name, job, hydra=True, check_options=False) if master is None else compose_job(master, job)

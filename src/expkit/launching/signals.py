@@ -17,11 +17,12 @@ A second signal ends the process at once, by that signal (as without expkit).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 NAMES = ("SIGTERM", "SIGINT", "SIGHUP")
@@ -50,6 +51,7 @@ class SweepSignals:
         self.received: int | None = None
         self.forward: Callable[[int], None] | None = None
         self._previous: dict[int, Any] = {}
+        self._deferred = 0
 
     def _handle(self, signum: int, frame: Any) -> None:
         # No import here: the signal may come in the middle of one (torch's, Lightning's, during the
@@ -61,8 +63,21 @@ class SweepSignals:
         self.received = signum
         if self.forward is not None:
             self.forward(signum)
-        else:
+        elif not self._deferred:
             raise SweepInterrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within it, a first signal is only recorded (``received``, :func:`pending_signal`): the code
+        inside stops at its own safe points. For code that imports torch and Lightning (the
+        pre-launch check): an exception raised by the handler in the middle of their native
+        initialisation can abort the process (SIGABRT, seen once in the test suite under load:
+        tests/test_sweep_guards.py) instead of unwinding it."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
