@@ -121,21 +121,32 @@ def test_a_study_file_optuna_would_write_into_or_fail_on_is_refused_untouched_ex
     assert not [p for p in sweep.iterdir() if p.name.isdigit()], "no trial may start"
 
 
-def test_trial_directories_of_another_study_are_refused_exit_3(tmp_path):
-    """optuna.db replaced by an empty one (or deleted) beside earlier trials' directories: a new trial 0
-    would run beside the old trial 0's checkpoints and metrics; the search refuses instead."""
+@pytest.mark.parametrize("storage", ["empty", "another study's", "deleted"])
+def test_trial_directories_of_another_study_are_refused_exit_3(tmp_path, storage):
+    """optuna.db replaced by an empty one, by a copy of another study's, or deleted, beside earlier
+    trials' directories: a new trial 0 would run beside the old trial 0's checkpoints and metrics;
+    the search refuses instead, and leaves the file as it was (no study, no tables written into it)."""
+    import optuna
+
     sweep = tmp_path / "logs" / "train" / "multiruns" / "digits_optuna"
     for number in ("0", "1"):
         (sweep / number / "checkpoints").mkdir(parents=True)
         (sweep / number / "checkpoints" / "last.ckpt").write_bytes(b"an earlier trial's")
-    (sweep / "optuna.db").write_bytes(b"")  # sqlite reads an empty file as an empty database
+    db = sweep / "optuna.db"
+    if storage == "empty":
+        db.write_bytes(b"")  # sqlite reads an empty file as an empty database
+    elif storage == "another study's":
+        other = optuna.create_study(study_name="other", storage=f"sqlite:///{db}")
+        other.enqueue_trial({"x": 1.0})
+    before = db.read_bytes() if db.exists() else None
     proc = run_cli("train.py", *TINY_SEARCH, cwd=tmp_path, check=False)
-    assert proc.returncode == 3
+    assert proc.returncode == 3, proc.stderr[-2000:]
     line = error_line(proc)
     assert "logs/train/multiruns/digits_optuna holds trial directories (0, 1) that study 'digits_optuna'" in line
     assert "does not have (it has 0 trials)" in line and "Restore the storage, or use a new hydra.sweep.dir" in line
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert (sweep / "0" / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier trial's"
+    assert (db.read_bytes() if db.exists() else None) == before
 
 
 def test_unreachable_study_server_is_one_line_exit_3(tmp_path):

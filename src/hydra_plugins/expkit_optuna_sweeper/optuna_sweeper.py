@@ -51,7 +51,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +127,11 @@ def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
 
 
 def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat_interval: int = 30,
-               grace_period: int = 120, attempts: int = 4) -> tuple[Any, Any]:
-    """Create or load study ``study_name`` in ``url``: ``(study, storage)``.
+               grace_period: int = 120, attempts: int = 4, sweep_dir: Path | None = None) -> tuple[Any, Any]:
+    """Create or load study ``study_name`` in ``url``: ``(study, storage)``. With ``sweep_dir``, a
+    study that does not exist yet is created only if that directory holds no trial directories
+    (:func:`check_trial_dirs`): a storage that lost the study, or a copy of another study's, is
+    refused untouched.
 
     Workers starting together race to create the tables and the study, and a server may be slow
     to answer: such failures are retried (``attempts`` in all, 1, 2, 3 s apart). A storage that
@@ -148,11 +151,16 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
                     lock = stack.enter_context(open(f"{database}.lock", "w"))
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     check_sqlite_file(Path(database))
+                    names = sqlite_study_names(Path(database)) if sweep_dir is not None else None
+                    if names is not None and study_name not in names:
+                        check_trial_dirs(sweep_dir, study_name, 0, url)  # before Optuna writes its tables
                 storage = make_storage(url, heartbeat_interval, grace_period)
+                if sweep_dir is not None and not database and study_name not in optuna.get_all_study_names(storage):
+                    check_trial_dirs(sweep_dir, study_name, 0, url)
                 study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                             direction=direction, pruner=pruner)
             return study, storage
-        except DataError:  # check_sqlite_file: the file is named, and not a race
+        except DataError:  # check_sqlite_file, check_trial_dirs: the file is named, and not a race
             raise
         except Exception as exc:
             problem, transient = storage_problem(exc, url)
@@ -193,6 +201,23 @@ def check_sqlite_file(path: Path) -> None:
                         f"{shown}); it is left as it is: {fix}")
 
 
+def sqlite_study_names(path: Path) -> list[str] | None:
+    """The names of the studies in the sqlite study file ``path``, read only: none when it does not
+    exist, is empty, or has no ``studies`` table yet; ``None`` when it cannot be read (Optuna then
+    opens it and its error is explained, :func:`storage_problem`)."""
+    import sqlite3
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone():
+                return []
+            return [name for (name,) in db.execute("SELECT study_name FROM studies")]
+    except sqlite3.DatabaseError:
+        return None
+
+
 def storage_problem(exc: BaseException, url: str) -> tuple[str | None, bool]:
     """Why the study storage at ``url`` cannot be used, in one line (``None``: ``exc`` is not about
     the storage, e.g. two workers creating its tables at once), and whether retrying may help."""
@@ -221,22 +246,23 @@ def storage_problem(exc: BaseException, url: str) -> tuple[str | None, bool]:
     return None, True
 
 
-def check_trial_dirs(sweep_dir: Path, study: Any, url: str) -> None:
+def check_trial_dirs(sweep_dir: Path, study_name: str, known: int | Callable[[], int], url: str) -> None:
     """Refuse a sweep directory holding trial directories the study does not have (numbers at or
-    beyond its trial count): its storage was replaced or deleted, or another sweep wrote there.
-    Running on would put a new trial's files beside an old trial's checkpoints and metrics.
+    beyond its trial count ``known``, or a function that counts them): its storage was replaced
+    or deleted, or another sweep wrote there. Running on would put a new trial's files beside an
+    old trial's checkpoints and metrics.
 
     Raises:
         DataError: naming the directories and what to do.
     """
     # The directories first, then the count: a trial another worker asks meanwhile is counted.
     numbered = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    known = len(study.get_trials(deepcopy=False))
+    known = known() if callable(known) else known
     foreign = [n for n in numbered if n >= known]
     if foreign:
         names = ", ".join(map(str, foreign[:5])) + (", ..." if len(foreign) > 5 else "")
         raise DataError(
-            f"{sweep_dir} holds trial directories ({names}) that study '{study.study_name}' in {_safe_url(url)} "
+            f"{sweep_dir} holds trial directories ({names}) that study '{study_name}' in {_safe_url(url)} "
             f"does not have (it has {known} trials): its storage was replaced or deleted, or another sweep wrote "
             f"there. Restore the storage, or use a new hydra.sweep.dir (or move {sweep_dir} away).")
 
@@ -333,8 +359,8 @@ class OptunaSweeper(Sweeper):
         url = storage_url(self.storage, sweep_dir)
         study, storage = open_study(url, self.study_name, optuna_direction(self.direction),
                                     _build(self.pruner_cfg) or optuna.pruners.NopPruner(),
-                                    self.heartbeat_interval, self.grace_period)
-        check_trial_dirs(sweep_dir, study, url)
+                                    self.heartbeat_interval, self.grace_period, sweep_dir=sweep_dir)
+        check_trial_dirs(sweep_dir, self.study_name, lambda: len(study.get_trials(deepcopy=False)), url)
         sampler_cfg = OmegaConf.create(self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
         study.sampler = _build(sampler_cfg)
         log.info("Optuna study '%s' in %s: %d trial(s) so far, %d in all", self.study_name,
