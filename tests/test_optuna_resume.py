@@ -105,3 +105,33 @@ def test_a_trial_that_completed_after_its_sweep_died_is_told_complete(tmp_path):
     assert rows == {"0": "completed", "1": "failed"}
     # It launched nothing, and a trial of the sweep completed: 0 (the README's rule).
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
+def test_a_trial_the_signal_kept_from_starting_runs_first_next_time(tmp_path):
+    # One batch of two trials run one after the other (launcher=local): SIGTERM while trial 0 trains
+    # stops the sweep before trial 1 starts. Trial 1 is not lost, nor failed: it runs next time, in
+    # its own directory, with its parameters, and the search still runs n_trials trials.
+    args = [*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2"]
+    sweep = tmp_path / "sweep"
+    proc = start(args, tmp_path)
+    wait_until(lambda: (sweep / "0" / "history.csv").is_file(), proc, tmp_path, "trial 0 training")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, (tmp_path / "out.txt").read_text()[-3000:]
+    assert "Trial 1 did not start before the sweep stopped" in (tmp_path / "out.txt").read_text()
+    assert read_record(sweep / "1") is None
+    before = study_trials(tmp_path)
+    assert [(t.number, t.state.name) for t in before] == [(0, "RUNNING"), (1, "FAIL"), (2, "WAITING")]
+    assert before[2].user_attrs["resumes"] == 1
+
+    rerun = run_cli("train.py", *args, cwd=tmp_path, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trials = study_trials(tmp_path)
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE"),
+                                                          (3, "COMPLETE")]
+    assert trials[2].params == before[1].params  # trial 1's point, run at last
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "3"]
+    assert read_record(sweep / "1")["status"] == "completed"
+    assert {row["trial"]: row["status"] for row in read_summary(sweep)} == {"0": "completed", "1": "completed",
+                                                                           "3": "completed"}
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["trials"] == {"complete": 3, "pruned": 0, "fail": 0, "running": 0}  # n_trials, none failed

@@ -65,6 +65,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expkit.errors import DataError, ExpkitError
+from expkit.launching.signals import SweepInterrupted
 from expkit.launching.sweep import (
     TRIAL_ENV,
     TRIAL_ID_ENV,
@@ -375,7 +376,9 @@ class OptunaSweeper(Sweeper):
             try:
                 for _ in range(self.n_jobs - len(trials)):  # counted again before each ask: other workers ask too
                     resumes = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                    if not resumes and len(study.get_trials(deepcopy=False, states=counted)) >= self.n_trials:
+                    superseded = _superseded(study)
+                    used = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number not in superseded]
+                    if not resumes and len(used) >= self.n_trials:
                         break
                     trials.append(self._ask(study, sweep_dir, sampler_cfg))
             except DataError:  # this batch's other trials will not run either
@@ -389,6 +392,9 @@ class OptunaSweeper(Sweeper):
             with _Heartbeats(storage, [t._trial_id for t in trials], self.heartbeat_interval):
                 try:
                     results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+                except SweepInterrupted:  # the started trials stay RUNNING (resumed); the others run next time
+                    self._requeue_unstarted(study, trials, sweep_dir)
+                    raise
                 except Exception as exc:  # e.g. a SLURM job killed: each trial's record says how it ended
                     launch_error = exc
                     log.error("Launching trials %s failed (%s); their outcomes are read from their records",
@@ -495,6 +501,22 @@ class OptunaSweeper(Sweeper):
                     claimed.append(trial)
         return claimed
 
+    def _requeue_unstarted(self, study: Any, trials: Sequence[Any], sweep_dir: Path) -> None:
+        """The trials of a batch the sweep's stop kept from starting (no record in their directory):
+        each is failed (a trial cannot go back to waiting) and enqueued again with its parameters,
+        to run first, in its directory, when the command runs again; the failed one does not count
+        toward ``n_trials`` (:func:`_superseded`) or in the results."""
+        from optuna.trial import TrialState
+
+        for trial in trials:
+            job_dir = _trial_dir(sweep_dir, trial)
+            if read_record(job_dir) is not None:
+                continue
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            study.enqueue_trial(trial.params, user_attrs={"resumes": int(job_dir.name)}, skip_if_exists=False)
+            log.info("Trial %d did not start before the sweep stopped: it runs first when the command runs again",
+                     trial.number)
+
     def _tell(self, study: Any, trial: Any, ret: Any, sweep_dir: Path) -> None:
         """Tell the study how ``trial`` ended: from its ``JobReturn`` ``ret``, or from its sweep record
         when the launcher returned none (``ret`` is ``None``): COMPLETE with its finite value, PRUNED,
@@ -566,7 +588,9 @@ class OptunaSweeper(Sweeper):
     def _report(self, study: Any, sweep_dir: Path, url: str) -> dict[str, Any]:
         from optuna.trial import TrialState
 
-        counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+        superseded = _superseded(study)  # failed only to run again: not a trial of their own
+        counts = {state.name.lower(): len([t for t in study.get_trials(deepcopy=False, states=(state,))
+                                           if t.number not in superseded])
                   for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
         results: dict[str, Any] = {"study_name": self.study_name, "storage": _safe_url(url),
                                    "direction": study.direction.name.lower(), "trials": counts}
@@ -584,6 +608,21 @@ class OptunaSweeper(Sweeper):
         log.info(message)
         print(message)
         return results
+
+
+def _superseded(study: Any) -> set[int]:
+    """The numbers of the FAIL trials a later trial runs again in their directory (user attribute
+    ``resumes``): interrupted and then failed as stale, or kept from starting by a signal. They do
+    not count toward ``n_trials``, nor as failures."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    resumed_at = {}  # directory -> the number of the newest trial that runs in it again
+    for t in trials:
+        if "resumes" in t.user_attrs:
+            resumed_at[int(t.user_attrs["resumes"])] = max(t.number, resumed_at.get(int(t.user_attrs["resumes"]), -1))
+    return {t.number for t in trials if t.state == TrialState.FAIL
+            and resumed_at.get(int(t.user_attrs.get("resumes", t.number)), -1) > t.number}
 
 
 def _trial_dir(sweep_dir: Path, trial: Any) -> Path:
