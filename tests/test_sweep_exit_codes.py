@@ -149,6 +149,22 @@ def test_trial_directories_of_another_study_are_refused_exit_3(tmp_path, storage
     assert (db.read_bytes() if db.exists() else None) == before
 
 
+@pytest.mark.parametrize("driver", ["pg8000", "nosuchdriver"])
+def test_a_storage_url_whose_driver_is_missing_is_a_config_error(tmp_path, driver):
+    """A URL naming a database driver that is not installed (or does not exist): one line naming the
+    fix, exit 2 (it used to say only "the command line does not run: Failed to import DB access module")."""
+    import importlib.util
+
+    if importlib.util.find_spec(driver) is not None:
+        pytest.skip(f"{driver} is installed here")
+    proc = run_cli("train.py", *TINY_SEARCH, f"hydra.sweeper.storage='postgresql+{driver}://u:secret@127.0.0.1:9/db'",
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = error_line(proc)
+    assert f"hydra.sweeper.storage=postgresql+{driver}://u:***@127.0.0.1:9/db: SQLAlchemy has no driver" in line, line
+    assert "postgresql+psycopg2://" in line and "secret" not in proc.stderr + proc.stdout
+
+
 def test_unreachable_study_server_is_one_line_exit_3(tmp_path):
     proc = run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.storage='postgresql+psycopg2://u:secret@127.0.0.1:9/none'",
                    cwd=tmp_path, check=False)

@@ -3,7 +3,7 @@
     python train.py -m hparams_search=digits_optuna                       # sqlite in the sweep dir
     python train.py -m hparams_search=digits_optuna hydra.sweeper.n_trials=40   # resume, 40 in all
     python train.py -m hparams_search=digits_optuna \\
-        hydra.sweeper.storage=postgresql://user:pw@db-host/optuna          # share one study
+        hydra.sweeper.storage=postgresql+psycopg2://user:pw@db-host/optuna  # share one study
 
 Each loop asks the study for up to ``n_jobs`` trials, turns their parameters into Hydra overrides,
 launches them as one batch (any launcher: local, parallel, SLURM) and tells the study each outcome:
@@ -64,7 +64,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import DataError, ExpkitError
+from expkit.errors import ConfigError, DataError, ExpkitError
 from expkit.launching.signals import SweepInterrupted
 from expkit.launching.sweep import (
     TRIAL_ENV,
@@ -142,6 +142,7 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
     import fcntl
 
     import optuna
+    import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database if url.startswith("sqlite") else None
@@ -163,6 +164,12 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
             return study, storage
         except DataError:  # check_sqlite_file, check_trial_dirs: the file is named, and not a race
             raise
+        except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:  # the URL's driver is not installed
+            missing = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
+            raise ConfigError(
+                f"hydra.sweeper.storage={_safe_url(url)}: SQLAlchemy has no driver for it ({missing}); name an "
+                f"installed one in the URL, e.g. postgresql+psycopg2://user:password@host/db (psycopg2 comes with "
+                f"expkit; SQLAlchemy's default for postgresql:// is psycopg 3), or install the driver.") from None
         except Exception as exc:
             problem, transient = storage_problem(exc, url)
             last = attempt == attempts - 1
