@@ -149,6 +149,29 @@ def test_trial_directories_of_another_study_are_refused_exit_3(tmp_path, storage
     assert (db.read_bytes() if db.exists() else None) == before
 
 
+def test_a_copy_of_another_studys_storage_with_the_same_name_is_refused_untouched(tmp_path):
+    """Two searches of the same name in two directories; the second's optuna.db copied over the
+    first's: as many trials, so no directory is unknown to it, but its trials are not the ones
+    recorded there. The search refuses (exit 3) and leaves the file as it is."""
+    import shutil
+
+    run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=a", cwd=tmp_path)
+    run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.n_trials=2", "seed=5", "hydra.sweep.dir=b", cwd=tmp_path)
+    shutil.copy(tmp_path / "b" / "optuna.db", tmp_path / "a" / "optuna.db")
+    before = (tmp_path / "a" / "optuna.db").read_bytes()
+    proc = run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweep.dir=a", cwd=tmp_path, check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    line = error_line(proc)
+    assert "a/0 holds a job of another study: its overrides lack seed=5" in line, line
+    assert "Restore the storage, or use a new hydra.sweep.dir" in line
+    assert (tmp_path / "a" / "optuna.db").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_dir()) == ["0", "1"]
+    # The same command on its own storage resumes as before.
+    again = run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.n_trials=2", "seed=5", "hydra.sweep.dir=b", cwd=tmp_path,
+                    check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
 @pytest.mark.parametrize("driver", ["pg8000", "nosuchdriver"])
 def test_a_storage_url_whose_driver_is_missing_is_a_config_error(tmp_path, driver):
     """A URL naming a database driver that is not installed (or does not exist): one line naming the

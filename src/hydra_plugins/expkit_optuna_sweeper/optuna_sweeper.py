@@ -275,6 +275,32 @@ def check_trial_dirs(sweep_dir: Path, study_name: str, known: int | Callable[[],
             f"there. Restore the storage, or use a new hydra.sweep.dir (or move {sweep_dir} away).")
 
 
+def check_trial_records(sweep_dir: Path, study: Any, url: str) -> None:
+    """Refuse a sweep directory whose trial directories hold the jobs of another study: a trial's
+    recorded overrides (``sweep_job.json``) lack one of the overrides the study gave that trial
+    (user attribute ``overrides``; masked ones are not compared). A copy of another study's
+    storage (same name, as many trials or more) passes :func:`check_trial_dirs`; running on would
+    mix two studies' trials in one directory and one summary.
+
+    Raises:
+        DataError: naming the first such directory and what to do.
+    """
+    for trial in study.get_trials(deepcopy=False):
+        given = [o for o in trial.user_attrs.get("overrides") or [] if "***" not in o]
+        record = read_record(_trial_dir(sweep_dir, trial)) if given else None
+        if not record:
+            continue
+        recorded = f" {record.get('overrides') or ''} "  # a value may hold spaces: whole overrides compared
+        missing = [o for o in given if f" {o} " not in recorded]
+        if missing:
+            job_dir = _trial_dir(sweep_dir, trial)
+            raise DataError(
+                f"{job_dir} holds a job of another study: its overrides lack {missing[0]}, which study "
+                f"'{study.study_name}' in {_safe_url(url)} gave trial {trial.number}; the storage was replaced (by a "
+                f"copy of another study's?), or another sweep wrote there. Restore the storage, or use a new "
+                f"hydra.sweep.dir (or move {sweep_dir} away).")
+
+
 def optuna_direction(direction: str) -> str:
     value = {"min": "minimize", "max": "maximize"}.get(str(direction), str(direction))
     if value not in ("minimize", "maximize"):
@@ -369,6 +395,7 @@ class OptunaSweeper(Sweeper):
                                     _build(self.pruner_cfg) or optuna.pruners.NopPruner(),
                                     self.heartbeat_interval, self.grace_period, sweep_dir=sweep_dir)
         check_trial_dirs(sweep_dir, self.study_name, lambda: len(study.get_trials(deepcopy=False)), url)
+        check_trial_records(sweep_dir, study, url)
         sampler_cfg = OmegaConf.create(self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
         study.sampler = _build(sampler_cfg)
         log.info("Optuna study '%s' in %s: %d trial(s) so far, %d in all", self.study_name,
