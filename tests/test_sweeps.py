@@ -346,6 +346,13 @@ def test_optuna_sqlite_study_fails_resumes_and_prunes(tmp_path):
     assert study.trials[2].intermediate_values.keys() == {0}  # reported epoch 0, then pruned
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
     assert [r["status"] for r in read_summary(sweep)] == ["failed", "completed", "pruned"]
+    # The run records agree: a pruned trial is no failed run (expkit runs --status pruned lists it).
+    from expkit.tracking.record import RunRecord
+
+    assert [RunRecord.load(sweep / n).data["status"] for n in ("0", "1", "2")] == ["failed", "completed", "pruned"]
+    listed = subprocess.run([sys.executable, "-m", "expkit.cli", "runs", str(sweep), "--status", "pruned"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "1 run(s) under" in listed
 
     results = (sweep / "optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results and "best_trial: 1" in results

@@ -117,7 +117,7 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
     mask_hydra_files(HydraConfig.get())
     mask_warnings()
     run_dir, group, overrides = hydra_job()
-    exit_code, error, result, record, stopped = 1, None, None, None, False
+    exit_code, error, result, record, stopped, pruned = 1, None, None, None, False, False
     STOP_SIGNALS.install()  # a SIGTERM or Ctrl-C, even during start-up, stops the run cleanly (SaveOnSignal)
     try:
         check_choices(overrides)  # an option Hydra ignores (optional groups) is refused
@@ -157,13 +157,15 @@ def run_job(task: Callable[[DictConfig, Path, Any], Any], cfg: DictConfig, check
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         stopped = isinstance(exc, SystemExit | KeyboardInterrupt)
+        pruned = type(exc).__name__ == "TrialPruned"  # optuna's (not imported here): stopped early, not failed
         raise
     finally:
         STOP_SIGNALS.restore()
         if record is not None:
             record.note_wandb()
             interrupted = stopped or bool(error and error.startswith(INTERRUPTIONS))
-            status = "completed" if exit_code == 0 else "interrupted" if interrupted else "failed"
+            status = ("completed" if exit_code == 0 else "interrupted" if interrupted else "pruned" if pruned
+                      else "failed")
             record.finish(status, metrics=result, error=error)
             record.attach_to_wandb()
         wandb_tracking.finish_run(exit_code)

@@ -24,7 +24,7 @@ from typing import Any
 
 RUN_RECORD_FILE = "run.json"
 # A run's recorded status: "running" while it runs (or until its process died), then how it ended.
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: an Optuna trial stopped early
 SCHEMA_VERSION = 1
 PACKAGES = ("expkit", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "wandb", "dvc", "numpy")
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST")
