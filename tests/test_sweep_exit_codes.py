@@ -36,6 +36,9 @@ def job(number: int, status: str, error: str | None = None) -> dict:
         # 128 + N, not a failure; a re-run resumes it.
         ([job(0, "completed"), {**job(1, "interrupted"), "signal": 15}], [], 143,
          "stopped by SIGTERM (1 completed, 1 interrupted); run the command again to resume it"),
+        # ... unless another job failed (the command itself took no signal): the failure is named.
+        ([{**job(0, "interrupted"), "signal": 15}, job(1, "failed", "E: died")], [], 1,
+         "1 of 2 jobs failed (1); job 1: E: died"),
     ],
 )
 def test_exit_status_rule(launched, earlier, code, message):

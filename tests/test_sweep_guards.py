@@ -6,6 +6,7 @@ started"). Real ``train.py`` processes; the right outcome is the assertion."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -135,3 +136,31 @@ def test_sigterm_during_the_pre_launch_check_stops_the_sweep_and_is_no_config_er
     assert code == 128 + signal.SIGTERM, err[-3000:]
     assert "stopped by SIGTERM" in err.strip().splitlines()[-1], err[-3000:]
     assert "could not be validated" not in err and "importing it fails" not in err
+
+
+def test_a_parallel_worker_killed_fails_its_job_and_the_others_resume(tmp_path):
+    """kill -9 of the worker running job 1 (the out-of-memory killer does the same): Python's process
+    pool then stops the other workers. Job 1 is recorded failed with why, job 0 saved its state and
+    is recorded interrupted (running the command again resumes it); the command exits 1 naming job
+    1 (it used to name job 0, and leave job 1 `running`)."""
+    args = ["-m", "seed=60,61", *FAST, "trainer.max_epochs=1000", "~callbacks.early_stopping",
+            *LAUNCHERS["parallel"], "hydra.sweep.dir=k9"]
+    proc = start(args, tmp_path, "sweep")
+    sweep = tmp_path / "k9"
+    try:
+        deadline = time.monotonic() + 180
+        while not all((sweep / job / "history.csv").is_file() for job in ("0", "1")):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.err").read_text()[-3000:]
+            time.sleep(0.2)
+        worker = json.loads((sweep / "1" / "run.json").read_text())["segments"][-1]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        code = finish(proc, timeout=180)
+    finally:
+        finish(proc)
+    err = (tmp_path / "sweep.err").read_text()
+    assert code == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "1 of 2 jobs failed (1); job 1: its worker process died" in last, last
+    assert read_record(sweep / "0")["status"] == "interrupted" and (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert read_record(sweep / "1")["status"] == "failed"
+    assert [(r["job"], r["status"]) for r in read_summary(sweep)] == [("0", "interrupted"), ("1", "failed")]

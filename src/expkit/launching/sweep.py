@@ -434,9 +434,9 @@ def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[s
     """The exit status of a multirun command: one rule for every sweeper (grid, Optuna) and every
     launcher (local, parallel, SLURM).
 
-    128 + N when the command was stopped by signal N (``interrupted``) or a job it launched was
-    (status ``interrupted``, its ``signal``): an interrupted sweep is not a failed one, running the
-    command again resumes it. Else non-zero (1) when a job this command launched did not succeed
+    128 + N when the command was stopped by signal N (``interrupted``), or a job it launched was
+    (status ``interrupted``, its ``signal``) and none failed: an interrupted sweep is not a failed
+    one, running the command again resumes it. Else non-zero (1) when a job this command launched did not succeed
     (``failed``; ``cancelled`` after a fail-fast failure; still ``running`` when the command ends,
     i.e. its process died), or when no job of the sweep has completed (``completed``, or
     ``skipped`` because it completed earlier), counting earlier commands and concurrent workers on
@@ -457,14 +457,14 @@ def exit_status(launched: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[s
         statuses = [str(r.get("status")) for r in records]
         return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
 
+    bad = [r for r in launched if r.get("status") in NOT_DONE]
     signum = interrupted or next((int(r["signal"]) for r in launched if r.get("status") == "interrupted"
                                   and r.get("signal")), None)
-    if signum is not None:
+    if signum is not None and (interrupted is not None or not bad):
         import signal
 
         return 128 + signum, (f"stopped by {signal.Signals(signum).name} ({count(launched) or 'no job started'}); "
                               "run the command again to resume it")
-    bad = [r for r in launched if r.get("status") in NOT_DONE]
     if bad:
         jobs = ", ".join(str(r.get("job")) for r in bad[:10]) + (", ..." if len(bad) > 10 else "")
         error = bad[0].get("error") or "it did not finish (its process died)"

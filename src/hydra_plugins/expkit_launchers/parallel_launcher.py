@@ -26,8 +26,10 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,6 +279,53 @@ def _stop(futures: list, signum: int, timeout_s: float) -> None:
     raise SweepInterrupted(signum)
 
 
+def _after_a_worker_died(futures: list, sweep_dir: Path, first_idx: int) -> list[JobReturn]:
+    """A worker process died (``kill -9``, the out-of-memory killer): Python's process pool then
+    ends every other worker (SIGTERM: their jobs save ``last.ckpt`` and are recorded
+    ``interrupted``, to resume). Wait for them to have done so, record this command's jobs still
+    ``running`` (the dead worker's) as failed, and return each job's outcome: a failed
+    ``JobReturn`` for every job whose worker could not send one."""
+    import signal
+
+    import cloudpickle
+    from hydra.core.utils import JobStatus
+
+    from expkit.errors import ExpkitError, Interrupted
+    from expkit.launching.sweep import LAUNCH_ENV, read_record, update_summary, write_record
+
+    _shared.executor.shutdown(wait=True, cancel_futures=True)  # the workers have ended
+    _shared.executor, _shared.size = None, 0
+    reason = ("its worker process died (killed by a signal: kill -9, or the out-of-memory killer?); the process "
+              "pool then stopped the other workers, whose jobs saved their state: run the command again to resume them")
+    launch, records = os.environ.get(LAUNCH_ENV), {}
+    for job_dir in (p for p in sweep_dir.iterdir() if p.is_dir()):
+        record = read_record(job_dir)
+        if not record or record.get("launch") != launch:
+            continue
+        if record.get("status") == "running":  # the dead worker's job: it could not record its end
+            record = {**record, "status": "failed", "error": reason, "finished": time.time()}
+            write_record(job_dir, record)
+            log.error("Job %s failed: %s", record.get("job"), reason)
+        records[record.get("job_id")] = record
+    update_summary(sweep_dir)
+    returns = []
+    for idx, future in enumerate(futures, start=first_idx):
+        if not future.cancelled() and future.exception() is None:
+            returns.append(cloudpickle.loads(future.result()))
+            continue
+        # Its record tells how it ended (hydra.job.id, set by _launch: this process's pid, the job's number).
+        record = records.get(f"{os.getpid()}_{idx}", {})
+        ret = JobReturn()
+        ret.status = JobStatus.FAILED
+        if record.get("status") == "interrupted":
+            signum = int(record.get("signal") or signal.SIGTERM)
+            ret._return_value = Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
+        else:
+            ret._return_value = ExpkitError(record.get("error") or reason)
+        returns.append(ret)
+    return returns
+
+
 class ParallelLauncher(Launcher):
     def __init__(self, n_jobs: int | None = None, gpus_per_job: int = 1, share_gpus: bool = False,
                  threads_per_job: int | None = None, stop_timeout_s: float = 60.0) -> None:
@@ -332,4 +381,6 @@ class ParallelLauncher(Launcher):
             pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)[1]
         if signals.received is not None:
             _stop(futures, signals.received, self.stop_timeout_s)
+        if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool) for f in futures):
+            return _after_a_worker_died(futures, sweep_dir, initial_job_idx)  # a worker died, and the pool with it
         return [cloudpickle.loads(f.result()) for f in futures]
