@@ -191,6 +191,14 @@ def test_a_storage_url_whose_driver_is_missing_is_a_config_error(tmp_path, drive
     assert "postgresql+psycopg2://" in line and "secret" not in proc.stderr + proc.stdout
 
 
+def test_a_sqlite_storage_in_a_missing_directory_is_one_line_at_once(tmp_path):
+    proc = run_cli("train.py", *TINY_SEARCH, f"hydra.sweeper.storage=sqlite:///{tmp_path}/no/such/dir/x.db",
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"the directory {tmp_path}/no/such/dir does not exist" in error_line(proc)
+    assert "retrying" not in proc.stderr + proc.stdout and not (tmp_path / "no").exists()
+
+
 def test_unreachable_study_server_is_one_line_exit_3(tmp_path):
     proc = run_cli("train.py", *TINY_SEARCH, "hydra.sweeper.storage='postgresql+psycopg2://u:secret@127.0.0.1:9/none'",
                    cwd=tmp_path, check=False)

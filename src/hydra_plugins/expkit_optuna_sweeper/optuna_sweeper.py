@@ -146,6 +146,9 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database if url.startswith("sqlite") else None
+    if database and not Path(database).parent.is_dir():
+        raise ConfigError(f"hydra.sweeper.storage={_safe_url(url)}: the directory {Path(database).parent} does not "
+                          "exist; create it, or name a file in an existing directory.")
     for attempt in range(attempts):
         try:
             with contextlib.ExitStack() as stack:
