@@ -221,3 +221,54 @@ def test_nothing_is_written_outside_the_log_folder_or_over_an_input(tmp_path):
     (run / "metrics.json").symlink_to(outside)
     run_cli("train.py", *WINE, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run}", cwd=tmp_path)
     assert outside.read_text() == "keep me\n" and not (run / "metrics.json").is_symlink()
+
+
+def test_a_signal_at_an_epochs_last_step_loses_none_of_its_validation(tmp_path):
+    """SIGTERM during an epoch's last training step: the checkpoint used to be saved there, and
+    resuming from it started the next epoch, so that epoch's validation never ran (its history row,
+    pruning and best-checkpoint choice missed it). Now the epoch ends whole first."""
+    import os
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from expkit.callbacks import STOP_SIGNALS, SaveOnSignal
+    from expkit.errors import Interrupted
+
+    class Tiny(pl.LightningModule):
+        def __init__(self, signal_at: tuple[int, int] | None = None) -> None:
+            super().__init__()
+            self.layer, self.signal_at, self.validated = torch.nn.Linear(2, 1), signal_at, []
+
+        def training_step(self, batch, batch_idx):
+            if (self.current_epoch, batch_idx) == self.signal_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, in the middle of the step
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def on_validation_epoch_end(self):
+            if not self.trainer.sanity_checking:
+                self.validated.append(self.current_epoch)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4)  # 3 steps an epoch
+
+    def fit(model, ckpt_path=None):
+        trainer = pl.Trainer(max_epochs=4, default_root_dir=tmp_path, callbacks=[SaveOnSignal()], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, data, data, ckpt_path=ckpt_path)
+
+    first = Tiny(signal_at=(1, 2))  # epoch 1's last step
+    try:
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+            fit(first)
+    finally:
+        STOP_SIGNALS.restore()
+    assert first.validated == [0, 1]
+    resumed = Tiny()
+    fit(resumed, ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
+    assert first.validated + resumed.validated == [0, 1, 2, 3]  # every epoch validated, once

@@ -232,7 +232,8 @@ STOP_SIGNALS = StopSignals()
 
 
 class SaveOnSignal(pl.Callback):
-    """Stop training cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGHUP: finish the current step, save
+    """Stop training cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGHUP: finish the current step (at an
+    epoch's last step, that epoch's validation and end too, but for the last epoch), save
     ``<run dir>/checkpoints/last.ckpt`` and raise :class:`~expkit.errors.Interrupted`; the run is
     recorded ``interrupted``, W&B is finished, and the process exits with 128 + the signal's number
     (143, 130, 129). ``expkit resume`` continues it from that checkpoint. A signal before training
@@ -250,11 +251,18 @@ class SaveOnSignal(pl.Callback):
 
     def __init__(self, sync_every_n_steps: int = 10) -> None:
         self.sync_every_n_steps = sync_every_n_steps
+        self._deferred: int | None = None  # a signal seen at an epoch's last training step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         STOP_SIGNALS.install()
+        self._deferred = None
         if STOP_SIGNALS.received is not None and trainer.world_size == 1:
             self._stop(trainer, STOP_SIGNALS.received, save=False)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._deferred is not None:  # the last epoch has ended whole (validation, checkpoints, history)
+            signum, self._deferred = self._deferred, None
+            self._stop(trainer, signum, save=True)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         received = STOP_SIGNALS.received
@@ -263,8 +271,15 @@ class SaveOnSignal(pl.Callback):
                 return
             flag = torch.tensor(float(received or 0), device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max").item()) or None
-        if received is not None:
-            self._stop(trainer, received, save=True)
+        if received is None:
+            return
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if batch_idx + 1 >= trainer.num_training_batches and not last_epoch:
+            # The epoch's last step: a checkpoint saved now resumes at the next epoch, so this one's
+            # validation would never run. Stop when the next epoch starts instead.
+            self._deferred = received
+            return
+        self._stop(trainer, received, save=True)
 
     def _stop(self, trainer: pl.Trainer, signum: int, save: bool) -> None:
         import signal
