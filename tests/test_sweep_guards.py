@@ -143,8 +143,10 @@ def test_a_parallel_worker_killed_fails_its_job_and_the_others_resume(tmp_path):
     pool then stops the other workers. Job 1 is recorded failed with why, job 0 saved its state and
     is recorded interrupted (running the command again resumes it); the command exits 1 naming job
     1 (it used to name job 0, and leave job 1 `running`)."""
-    args = ["-m", "seed=60,61", *FAST, "trainer.max_epochs=1000", "~callbacks.early_stopping",
-            *LAUNCHERS["parallel"], "hydra.sweep.dir=k9"]
+    # Three jobs on two workers: job 2 waits in the pool's queue when the worker dies (a worker
+    # then took it and the command hung, its result unread).
+    args = ["-m", "seed=60,61,62", *FAST, "trainer.max_epochs=1000", "~callbacks.early_stopping",
+            *LAUNCHERS["parallel"], "hydra.sweep.dir=k9", "hydra.launcher.stop_timeout_s=30"]
     proc = start(args, tmp_path, "sweep")
     sweep = tmp_path / "k9"
     try:
@@ -154,13 +156,14 @@ def test_a_parallel_worker_killed_fails_its_job_and_the_others_resume(tmp_path):
             time.sleep(0.2)
         worker = json.loads((sweep / "1" / "run.json").read_text())["segments"][-1]["pid"]
         os.kill(worker, signal.SIGKILL)
-        code = finish(proc, timeout=180)
+        code = finish(proc, timeout=120)
     finally:
         finish(proc)
     err = (tmp_path / "sweep.err").read_text()
     assert code == 1, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert "1 of 2 jobs failed (1); job 1: its worker process died" in last, last
+    assert read_record(sweep / "2") is None  # never started: the next run of the command runs it
     assert read_record(sweep / "0")["status"] == "interrupted" and (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
     assert read_record(sweep / "1")["status"] == "failed"
     assert [(r["job"], r["status"]) for r in read_summary(sweep)] == [("0", "interrupted"), ("1", "failed")]

@@ -279,12 +279,13 @@ def _stop(futures: list, signum: int, timeout_s: float) -> None:
     raise SweepInterrupted(signum)
 
 
-def _after_a_worker_died(futures: list, sweep_dir: Path, first_idx: int) -> list[JobReturn]:
+def _after_a_worker_died(futures: list, sweep_dir: Path, first_idx: int, timeout_s: float) -> list[JobReturn]:
     """A worker process died (``kill -9``, the out-of-memory killer): Python's process pool then
     ends every other worker (SIGTERM: their jobs save ``last.ckpt`` and are recorded
-    ``interrupted``, to resume). Wait for them to have done so, record this command's jobs still
-    ``running`` (the dead worker's) as failed, and return each job's outcome: a failed
-    ``JobReturn`` for every job whose worker could not send one."""
+    ``interrupted``, to resume). Let no worker start a queued job, wait (at most ``timeout_s``) for
+    them to have stopped, end those still there (one whose result nobody reads any more waits
+    forever), record this command's jobs still ``running`` (the dead worker's) as failed, and
+    return each job's outcome: a failed ``JobReturn`` for every job whose worker could not send one."""
     import signal
 
     import cloudpickle
@@ -293,7 +294,17 @@ def _after_a_worker_died(futures: list, sweep_dir: Path, first_idx: int) -> list
     from expkit.errors import ExpkitError, Interrupted
     from expkit.launching.sweep import LAUNCH_ENV, read_record, update_summary, write_record
 
-    _shared.executor.shutdown(wait=True, cancel_futures=True)  # the workers have ended
+    pool = _shared.executor
+    _shared.stopping.set()  # a worker that took a queued job returns it unrun
+    processes = list((pool._processes or {}).values())  # the executor's workers
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(10)
+    pool.shutdown(wait=False, cancel_futures=True)
     _shared.executor, _shared.size = None, 0
     reason = ("its worker process died (killed by a signal: kill -9, or the out-of-memory killer?); the process "
               "pool then stopped the other workers, whose jobs saved their state: run the command again to resume them")
@@ -382,5 +393,6 @@ class ParallelLauncher(Launcher):
         if signals.received is not None:
             _stop(futures, signals.received, self.stop_timeout_s)
         if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool) for f in futures):
-            return _after_a_worker_died(futures, sweep_dir, initial_job_idx)  # a worker died, and the pool with it
+            # A worker died, and the pool with it.
+            return _after_a_worker_died(futures, sweep_dir, initial_job_idx, self.stop_timeout_s)
         return [cloudpickle.loads(f.result()) for f in futures]
