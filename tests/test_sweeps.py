@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -438,3 +439,7 @@ def test_runs_where_and_compare_compare_numbers_booleans_and_null_by_value(tmp_p
     assert missing.returncode == 2 and "no run under logs has model.optimizer.lr=0.003" in missing.stderr
     assert compare("model.optimizer.lr=0.002", str(high), "--where", "test=false").returncode == 2
     assert compare("no_such_dir", str(high)).returncode == 2
+    # KEY=VALUE is a condition even where a directory has that name; ./KEY=VALUE is the directory.
+    shutil.copytree(high, tmp_path / "model.optimizer.lr=2e-3")
+    assert compare("model.optimizer.lr=2e-3", str(high)).stdout == compare(str(low), str(high)).stdout
+    assert "(identical configs)" in compare("./model.optimizer.lr=2e-3", str(high)).stdout

@@ -124,13 +124,14 @@ def matches(record: RunRecord, where: list[tuple[str, str]]) -> bool:
 
 
 def select_run(spec: str, where: list[str], root: Path) -> RunRecord:
-    """The run ``expkit compare`` names by ``spec``: a run directory, or a ``KEY=VALUE`` condition
-    (:func:`matches`, typed like ``expkit runs --where``): the newest run under ``root`` that meets it
-    and every condition of ``where``. Raises ``ConfigError`` when no run does, or when ``spec`` is
+    """The run ``expkit compare`` names by ``spec``: a ``KEY=VALUE`` condition (:func:`matches`,
+    typed like ``expkit runs --where``): the newest run under ``root`` that meets it and every
+    condition of ``where``; else (no ``=``, or a ``/`` before it) a run directory. Raises ``ConfigError`` when no run does, or when ``spec`` is
     neither an existing directory nor a condition; ``ExpkitError`` for an unreadable record."""
     from expkit.errors import ConfigError
 
-    if Path(spec).is_dir() or "=" not in spec:
+    key, equals, _ = spec.partition("=")
+    if not equals or "/" in key:  # a path (``./seed=3`` names a directory called seed=3)
         if not Path(spec).is_dir():
             raise ConfigError(f"{spec}: no such run directory (give a run directory or KEY=VALUE, "
                               "e.g. model.optimizer.lr=2e-3)")
