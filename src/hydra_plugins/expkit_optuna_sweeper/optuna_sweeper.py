@@ -155,9 +155,8 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
                 if database:  # workers sharing one sqlite file create its tables one at a time
                     lock = stack.enter_context(open(f"{database}.lock", "w"))
                     fcntl.flock(lock, fcntl.LOCK_EX)
-                    check_sqlite_file(Path(database))
-                    names = sqlite_study_names(Path(database)) if sweep_dir is not None else None
-                    if names is not None and study_name not in names:
+                    names = check_sqlite_file(Path(database))
+                    if sweep_dir is not None and names is not None and study_name not in names:
                         check_trial_dirs(sweep_dir, study_name, 0, url)  # before Optuna writes its tables
                 storage = make_storage(url, heartbeat_interval, grace_period)
                 if sweep_dir is not None and not database and study_name not in optuna.get_all_study_names(storage):
@@ -185,15 +184,18 @@ def open_study(url: str, study_name: str, direction: str, pruner: Any, heartbeat
     raise AssertionError("unreachable")
 
 
-def check_sqlite_file(path: Path) -> None:
+def check_sqlite_file(path: Path) -> list[str] | None:
     """A sqlite study file that exists is one Optuna may open and write: a regular file, empty (a
     new study; nothing in it to lose) or a database with Optuna's tables. Read only; raises
     :class:`DataError` naming ``path`` and what to do, before Optuna writes its tables into a
-    database of something else (or fails on a directory without naming it)."""
+    database of something else (or fails on a directory without naming it). Returns the names of
+    the studies in it (none for a file that does not exist, is empty or has no tables yet), or
+    ``None`` when it cannot be read here (Optuna then opens it and its error is explained,
+    :func:`storage_problem`)."""
     import sqlite3
 
     if not path.exists() or path.is_file() and path.stat().st_size == 0:
-        return
+        return []
     fix = (f"restore it from a copy, or move the sweep directory {path.parent} away (or set another "
            f"hydra.sweep.dir, or hydra.sweeper.storage) to start the study afresh.")
     if not path.is_file():
@@ -201,32 +203,17 @@ def check_sqlite_file(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+            names = [name for (name,) in db.execute("SELECT study_name FROM studies")] if "studies" in tables else []
     except sqlite3.OperationalError as exc:  # unreadable (permissions), or locked: Optuna says which
         log.debug("Could not check %s (%s); Optuna opens it", path, exc)
-        return
+        return None
     except sqlite3.DatabaseError:  # not a database: Optuna's own error is explained (storage_problem)
-        return
+        return None
     if tables and "studies" not in tables:
         shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
         raise DataError(f"{path} is not a readable Optuna study (a SQLite database of something else, tables: "
                         f"{shown}); it is left as it is: {fix}")
-
-
-def sqlite_study_names(path: Path) -> list[str] | None:
-    """The names of the studies in the sqlite study file ``path``, read only: none when it does not
-    exist, is empty, or has no ``studies`` table yet; ``None`` when it cannot be read (Optuna then
-    opens it and its error is explained, :func:`storage_problem`)."""
-    import sqlite3
-
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone():
-                return []
-            return [name for (name,) in db.execute("SELECT study_name FROM studies")]
-    except sqlite3.DatabaseError:
-        return None
+    return names
 
 
 def storage_problem(exc: BaseException, url: str) -> tuple[str | None, bool]:
